@@ -1,0 +1,151 @@
+"""Request/reply over Kafka for the ingress: publish events, await their outcomes.
+
+This instance reads its own reply partition (assigned, not a group member) and resolves
+waiting requests by correlation id. A reply nobody waits for (late, or unknown) is
+dropped and counted. The number of waiting events is bounded: past it, requests are
+answered at once with the provider's retryable answer instead of queueing.
+"""
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pydantic
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import CancelOutcome, CancelRequested, ReplyTo
+from schemas.transport import (
+    HEADER_CORRELATION_ID,
+    HEADER_SCHEMA,
+    SCHEMA_CANCEL_REQUESTED,
+    KafkaSettings,
+    decode_outcome,
+    encode,
+)
+
+log = structlog.get_logger("ingress.bus")
+
+
+@dataclass
+class BusCounters:
+    published: int = 0
+    replies_matched: int = 0
+    replies_dropped: int = 0  # late or unknown correlation id
+    deadline_misses: int = 0
+    shed: int = 0  # refused because too many events were already waiting
+
+
+def event_key(event: CancelRequested) -> bytes:
+    """Keyed by player where known, otherwise by the (first) bet."""
+    return (event.player or event.items[0].bet_tx).encode()
+
+
+class RequestReplyClient:
+    def __init__(self, kafka: KafkaSettings, reply_partition: int, pending_max: int) -> None:
+        self._kafka = kafka
+        self.reply_to = ReplyTo(topic=kafka.topics.replies, partition=reply_partition)
+        self._pending_max = pending_max
+        self._pending: dict[str, asyncio.Future[CancelOutcome]] = {}
+        self._producer = AIOKafkaProducer(**kafka.producer_options())
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        )
+        self._reader: asyncio.Task[None] | None = None
+        self.counters = BusCounters()
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self._consumer.start()
+        tp = TopicPartition(self.reply_to.topic, self.reply_to.partition)
+        self._consumer.assign([tp])
+        await self._consumer.seek_to_end(tp)
+        await self._consumer.position(tp)  # positioned before the first request
+        self._reader = asyncio.create_task(self._read_replies(), name="reply-reader")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        for future in self._pending.values():
+            future.cancel()
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def ready(self) -> bool:
+        """The broker answers and the reply reader is alive."""
+        if self._reader is None or self._reader.done():
+            return False
+        try:
+            await asyncio.wait_for(self._producer.partitions_for(self.reply_to.topic), 1.0)
+        except Exception:
+            return False
+        return True
+
+    async def request(
+        self, events: Sequence[CancelRequested], deadline_ms: int
+    ) -> list[CancelOutcome | None]:
+        """Publish `events` and await their outcomes until `deadline_ms` (epoch ms).
+
+        Returns one outcome per event, None where none arrived in time.
+        """
+        if len(self._pending) + len(events) > self._pending_max:
+            self.counters.shed += len(events)
+            return [None] * len(events)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in events]
+        for event, future in zip(events, futures, strict=True):
+            assert event.correlation_id not in self._pending
+            self._pending[event.correlation_id] = future
+        try:
+            sends = [
+                await self._producer.send(
+                    self._kafka.topics.requests,
+                    encode(event),
+                    key=event_key(event),
+                    headers=[
+                        (HEADER_SCHEMA, SCHEMA_CANCEL_REQUESTED),
+                        (HEADER_CORRELATION_ID, event.correlation_id.encode()),
+                    ],
+                )
+                for event in events
+            ]
+            timeout_s = max(0.0, deadline_ms / 1000 - time.time())
+            await asyncio.wait_for(asyncio.gather(*sends), timeout_s)
+            self.counters.published += len(events)
+            timeout_s = max(0.0, deadline_ms / 1000 - time.time())
+            if timeout_s > 0:
+                await asyncio.wait(futures, timeout=timeout_s)
+        except Exception as exc:  # publish failed or too slow: the answer is retryable
+            log.warning("publish_failed", error=type(exc).__name__)
+        finally:
+            for event in events:
+                self._pending.pop(event.correlation_id, None)
+        outcomes = [f.result() if f.done() and not f.cancelled() else None for f in futures]
+        for future in futures:
+            future.cancel()
+        self.counters.deadline_misses += sum(outcome is None for outcome in outcomes)
+        return outcomes
+
+    async def _read_replies(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=1000, max_records=1000)
+            for records in batch.values():
+                for record in records:
+                    self._resolve(record.value)
+
+    def _resolve(self, value: bytes | None) -> None:
+        try:
+            outcome = decode_outcome(value or b"")
+        except pydantic.ValidationError:
+            self.counters.replies_dropped += 1
+            return
+        future = self._pending.get(outcome.correlation_id)
+        if future is None or future.done():
+            self.counters.replies_dropped += 1
+            return
+        future.set_result(outcome)
+        self.counters.replies_matched += 1

@@ -1,0 +1,102 @@
+"""The one shape every provider adapter has, so a new provider is a module and a row.
+
+A provider module exposes `accept(request, envelope, config)` returning either an
+`Accepted` (events to publish, plus what `render` needs) or a `Response` to send at
+once (authentication or validation failed: nothing is published), and
+`render(accepted, outcomes)` mapping the worker's outcomes to the provider's reply.
+"""
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import CancelItem, CancelOutcome, CancelRequested, Provider, ReplyTo
+
+REQUEST_BYTES_MAX = 1024 * 1024  # bodies over 1 MiB are refused (spec)
+TIMESTAMP_SKEW_MAX_MS = 300_000  # requests more than 300 s off the server clock are refused
+ID_CHARS_MAX = 256  # provider ids longer than this are refused as invalid
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the ingress read off the wire; header names are lower-case."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    received_at_ms: int
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Values the ingress stamps on every event of one HTTP request."""
+
+    request_id: str  # unique per HTTP request; correlation ids derive from it
+    reply_to: ReplyTo
+    deadline_ms: int  # epoch ms at which the ingress stops waiting
+
+    def correlation_id(self, index: int) -> str:
+        return f"{self.request_id}.{index}"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Events to publish, and the parsed request that `render` needs to answer."""
+
+    events: tuple[CancelRequested, ...]
+    parsed: Any
+
+
+# An outcome per published event, in the order of `Accepted.events`; None when no
+# outcome arrived within the deadline.
+Outcomes = Sequence[CancelOutcome | None]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One provider endpoint: a row in the ingress's routing table."""
+
+    path: str
+    provider: Provider
+    accept: Callable[[Request, Envelope], "Accepted | Response"]
+    render: Callable[[Accepted, Outcomes], Response]
+    invalid: Callable[[], Response]  # the answer to a body the ingress refuses unread
+
+
+def request_digest(
+    provider: Provider,
+    cancel_id: str,
+    player: str | None,
+    currency: str | None,
+    items: Sequence[CancelItem],
+) -> str:
+    """Digest of what a cancel asks for; a retry carries the same digest.
+
+    Excludes what legitimately changes between retries (timestamps, signatures).
+    """
+    parts = [provider.value, cancel_id, player or "", currency or ""]
+    for item in items:
+        parts += [item.bet_tx, "" if item.amount is None else str(item.amount.normalize())]
+    hasher = hashlib.sha256()
+    for part in parts:
+        encoded = part.encode()
+        hasher.update(len(encoded).to_bytes(4, "big"))
+        hasher.update(encoded)
+    return hasher.hexdigest()
+
+
+def within_skew(timestamp_ms: int, now_ms: int) -> bool:
+    return abs(timestamp_ms - now_ms) <= TIMESTAMP_SKEW_MAX_MS
+
+
+def epoch_ms(value: int) -> int:
+    """Provider timestamps come in seconds or milliseconds (HPGames' own example says
+    milliseconds but shows seconds): values below 10^11 are read as seconds."""
+    return value * 1000 if value < 100_000_000_000 else value

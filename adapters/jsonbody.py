@@ -1,0 +1,192 @@
+"""Strict JSON in, exact JSON out, and typed field access for provider bodies.
+
+Numbers are kept as written (`Number`): signatures are computed over the literal text,
+and amounts become exact `Decimal`s. NaN/Infinity literals, duplicate keys and
+non-UTF-8 bytes are refused. Output writes `Decimal` as a JSON number, never via float.
+"""
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+NESTING_MAX = 32
+STRING_CHARS_MAX = 256
+
+
+class BodyError(ValueError):
+    """The body is not what the provider's protocol allows; `str()` is safe to log."""
+
+
+class Number:
+    """A JSON number literal, as written."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+    def decimal(self) -> Decimal:
+        try:
+            return Decimal(self.literal)
+        except InvalidOperation as exc:
+            raise BodyError("not a number") from exc
+
+    def __repr__(self) -> str:
+        return f"Number({self.literal})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Number) and other.literal == self.literal
+
+    def __hash__(self) -> int:
+        return hash(self.literal)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BodyError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BodyError(f"duplicate key {key[:32]!r}")
+        result[key] = value
+    return result
+
+
+def _depth_ok(body: str) -> bool:
+    depth = 0
+    depth_max = 0
+    for char in body:  # brackets inside strings only overestimate: still bounded
+        if char in "[{":
+            depth += 1
+            depth_max = max(depth_max, depth)
+        elif char in "]}":
+            depth -= 1
+    return depth_max <= NESTING_MAX
+
+
+def loads(body: bytes) -> Any:
+    """Parse a request body strictly; raises BodyError."""
+    if not body.strip():
+        raise BodyError("empty body")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError("body is not UTF-8") from exc
+    if not _depth_ok(text):
+        raise BodyError("JSON nested too deeply")
+    try:
+        return json.loads(
+            text,
+            parse_float=Number,
+            parse_int=Number,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        raise BodyError(f"invalid JSON at position {exc.pos}") from exc
+    except RecursionError as exc:
+        raise BodyError("JSON nested too deeply") from exc
+
+
+def _dump(value: Any, out: list[str]) -> None:
+    if isinstance(value, Mapping):
+        out.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            if index:
+                out.append(",")
+            out.append(json.dumps(str(key)))
+            out.append(":")
+            _dump(item, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _dump(item, out)
+        out.append("]")
+    elif isinstance(value, Decimal):
+        assert value.is_finite(), "money is always finite"
+        out.append(format(value, "f"))
+    elif isinstance(value, bool) or value is None or isinstance(value, int | str):
+        out.append(json.dumps(value))
+    else:
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON with `Decimal` written as a number literal (no float on the way)."""
+    out: list[str] = []
+    _dump(value, out)
+    return "".join(out).encode()
+
+
+# Typed access to fields of a parsed JSON object.
+
+
+def require_object(value: Any, what: str = "body") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BodyError(f"{what} must be a JSON object")
+    return value
+
+
+def refuse_unknown(obj: Mapping[str, Any], allowed: frozenset[str], what: str = "body") -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise BodyError(f"unknown field {unknown[0][:32]!r} in {what}")
+
+
+def string(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise BodyError(f"missing field {key!r}")
+    if not isinstance(value, str):
+        raise BodyError(f"field {key!r} must be a string")
+    if not value or len(value) > STRING_CHARS_MAX:
+        raise BodyError(f"field {key!r} must have 1 to {STRING_CHARS_MAX} characters")
+    return value
+
+
+def required_string(obj: Mapping[str, Any], key: str) -> str:
+    value = string(obj, key)
+    assert value is not None
+    return value
+
+
+def number(obj: Mapping[str, Any], key: str) -> Number:
+    value = obj.get(key)
+    if value is None:
+        raise BodyError(f"missing field {key!r}")
+    if not isinstance(value, Number):
+        raise BodyError(f"field {key!r} must be a number")
+    return value
+
+
+def integer(obj: Mapping[str, Any], key: str) -> int:
+    literal = number(obj, key).literal
+    if not literal.lstrip("-").isdigit() or len(literal) > 19:
+        raise BodyError(f"field {key!r} must be an integer")
+    return int(literal)
+
+
+def decimal(obj: Mapping[str, Any], key: str) -> Decimal:
+    value = number(obj, key)
+    if len(value.literal) > 40:
+        raise BodyError(f"field {key!r} has too many digits")
+    return value.decimal()
+
+
+def literal_text(value: Any) -> str:
+    """A top-level scalar as it was written: strings as is, numbers as written."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Number):
+        return value.literal
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    raise BodyError("expected a string or a number")

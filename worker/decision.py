@@ -1,0 +1,237 @@
+"""The refund decision: pure, no I/O.
+
+`decide` maps one `CancelRequested` and a snapshot of the ledger rows it touches to a
+`Decision`: the `CancelOutcome` to store and publish, and the ledger effects. The batch
+applier feeds decisions back into the snapshot (`LedgerSnapshot.apply`) so that later
+events of the same batch see earlier ones, then writes all effects in one transaction.
+"""
+
+import uuid
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from enum import StrEnum
+
+from schemas import CancelOutcome, CancelRequested, ItemResult, Outcome, Provider
+
+# Namespace for the operator-side transaction id of a cancel: stable across retries.
+_LEDGER_TX_NAMESPACE = uuid.UUID("0b0f6f59-3c2e-4b43-9a55-1f3f0e6a8f10")
+
+BetKey = tuple[str, str]  # (provider, provider tx id)
+CancelKey = tuple[str, str]  # (provider, cancel id)
+AccountKey = tuple[str, str]  # (player, currency)
+
+
+class BetState(StrEnum):
+    OPEN = "open"
+    SETTLED = "settled"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Bet:
+    provider: str
+    tx: str
+    account_id: int
+    player: str
+    currency: str
+    amount: Decimal
+    state: BetState
+    cancel_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    player: str
+    currency: str
+    balance: Decimal
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    request_digest: str
+    outcome: CancelOutcome
+
+
+@dataclass(frozen=True)
+class Refund:
+    account_id: int
+    amount: Decimal
+    provider: str
+    bet_tx: str
+    cancel_id: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome to publish, and what to write (nothing when `store` is False)."""
+
+    outcome: CancelOutcome
+    store: bool
+    refunds: tuple[Refund, ...] = ()
+    tombstones: tuple[BetKey, ...] = ()
+
+
+@dataclass
+class LedgerSnapshot:
+    """The rows one batch touches, locked and loaded; updated as decisions are made."""
+
+    outcomes: dict[CancelKey, StoredOutcome] = field(default_factory=dict)
+    bets: dict[BetKey, Bet] = field(default_factory=dict)
+    tombstones: set[BetKey] = field(default_factory=set)
+    accounts: dict[int, Account] = field(default_factory=dict)
+    account_ids: dict[AccountKey, int] = field(default_factory=dict)
+
+    def add_account(self, account: Account) -> None:
+        self.accounts[account.id] = account
+        self.account_ids[(account.player, account.currency)] = account.id
+
+    def account_of(self, player: str, currency: str) -> Account | None:
+        account_id = self.account_ids.get((player, currency))
+        return None if account_id is None else self.accounts[account_id]
+
+    def apply(self, event: CancelRequested, decision: Decision) -> None:
+        """Fold a decision into the snapshot, as the database will after commit."""
+        if decision.store:
+            key = (event.provider.value, event.cancel_id)
+            assert key not in self.outcomes, "a cancel is decided once"
+            self.outcomes[key] = StoredOutcome(event.request_digest, decision.outcome)
+        for bet_key in decision.tombstones:
+            assert bet_key not in self.bets
+            self.tombstones.add(bet_key)
+        for refund in decision.refunds:
+            bet_key = (refund.provider, refund.bet_tx)
+            bet = self.bets[bet_key]
+            assert bet.state is BetState.OPEN
+            assert bet.amount == refund.amount
+            self.bets[bet_key] = replace(bet, state=BetState.CANCELLED, cancel_id=refund.cancel_id)
+            account = self.accounts[refund.account_id]
+            self.accounts[refund.account_id] = Account(
+                account.id, account.player, account.currency, account.balance + refund.amount
+            )
+
+
+def ledger_tx(provider: Provider, cancel_id: str) -> str:
+    return str(uuid.uuid5(_LEDGER_TX_NAMESPACE, f"{provider.value}:{cancel_id}"))
+
+
+def _item_outcome(event: CancelRequested, bet: Bet | None, amount: Decimal | None) -> Outcome:
+    if bet is None:
+        return Outcome.BET_UNKNOWN
+    if bet.state is BetState.CANCELLED:
+        return Outcome.ALREADY_CANCELLED
+    if bet.state is BetState.SETTLED:
+        return Outcome.BET_SETTLED
+    if event.player is not None and event.player != bet.player:
+        return Outcome.PLAYER_MISMATCH
+    if event.currency is not None and event.currency != bet.currency:
+        return Outcome.AMOUNT_MISMATCH
+    if amount is not None and amount != bet.amount:
+        return Outcome.AMOUNT_MISMATCH
+    return Outcome.REFUNDED
+
+
+def _event_outcome(item_outcomes: list[Outcome]) -> Outcome:
+    """All or nothing: the first refusal decides; otherwise refunded if anything is."""
+    for outcome in item_outcomes:
+        if outcome not in (Outcome.REFUNDED, Outcome.ALREADY_CANCELLED):
+            return outcome
+    if Outcome.REFUNDED in item_outcomes:
+        return Outcome.REFUNDED
+    return Outcome.ALREADY_CANCELLED
+
+
+def decide(event: CancelRequested, snapshot: LedgerSnapshot, now_ms: int) -> Decision:
+    """Decide one cancel against the ledger rows in `snapshot` (read, not changed)."""
+    provider = event.provider.value
+    stored = snapshot.outcomes.get((provider, event.cancel_id))
+    if stored is not None:
+        if stored.request_digest == event.request_digest:  # a retry: the same answer again
+            replayed = stored.outcome.model_copy(
+                update={"correlation_id": event.correlation_id, "replayed": True}
+            )
+            return Decision(outcome=replayed, store=False)
+        return Decision(outcome=_conflict(event, now_ms), store=False)
+
+    bets = [snapshot.bets.get((provider, item.bet_tx)) for item in event.items]
+    item_outcomes = [
+        _item_outcome(event, bet, item.amount) for bet, item in zip(bets, event.items, strict=True)
+    ]
+    known_accounts = {bet.account_id for bet in bets if bet is not None}
+    if event.player is None and len(known_accounts) > 1:  # bets of several players
+        item_outcomes = [
+            Outcome.PLAYER_MISMATCH if outcome is Outcome.REFUNDED else outcome
+            for outcome in item_outcomes
+        ]
+    outcome = _event_outcome(item_outcomes)
+
+    account: Account | None
+    if event.player is not None and event.currency is not None:
+        account = snapshot.account_of(event.player, event.currency)
+    else:  # the provider did not name the player: the bet does
+        account = next((snapshot.accounts[bet.account_id] for bet in bets if bet), None)
+
+    refunds: tuple[Refund, ...] = ()
+    if outcome is Outcome.REFUNDED:
+        assert account is not None
+        refunds = tuple(
+            Refund(account.id, bet.amount, provider, bet.tx, event.cancel_id)
+            for bet, item_outcome in zip(bets, item_outcomes, strict=True)
+            if bet is not None and item_outcome is Outcome.REFUNDED
+        )
+        assert all(refund.account_id == account.id for refund in refunds)
+    tombstones = tuple(
+        (provider, item.bet_tx)
+        for bet, item in zip(bets, event.items, strict=True)
+        if bet is None and (provider, item.bet_tx) not in snapshot.tombstones
+    )
+    balance_before = account.balance if account is not None else None
+    refunded_total = sum((refund.amount for refund in refunds), Decimal(0))
+    result = CancelOutcome(
+        correlation_id=event.correlation_id,
+        provider=event.provider,
+        cancel_id=event.cancel_id,
+        outcome=outcome,
+        items=[
+            ItemResult(
+                bet_tx=item.bet_tx,
+                outcome=item_outcome,
+                amount=bet.amount if bet is not None else item.amount,
+            )
+            for bet, item, item_outcome in zip(bets, event.items, item_outcomes, strict=True)
+        ],
+        player=account.player if account is not None else event.player,
+        currency=account.currency if account is not None else event.currency,
+        balance_before=balance_before,
+        balance_after=None if balance_before is None else balance_before + refunded_total,
+        ledger_tx=ledger_tx(event.provider, event.cancel_id),
+        decided_at_ms=now_ms,
+    )
+    return Decision(outcome=result, store=True, refunds=refunds, tombstones=tombstones)
+
+
+def _conflict(event: CancelRequested, now_ms: int) -> CancelOutcome:
+    """A cancel id already decided for a different request: refused, nothing stored."""
+    return CancelOutcome(
+        correlation_id=event.correlation_id,
+        provider=event.provider,
+        cancel_id=event.cancel_id,
+        outcome=Outcome.INVALID,
+        items=[ItemResult(bet_tx=item.bet_tx, outcome=Outcome.INVALID) for item in event.items],
+        player=event.player,
+        currency=event.currency,
+        ledger_tx=ledger_tx(event.provider, event.cancel_id),
+        decided_at_ms=now_ms,
+    )
+
+
+def decide_batch(
+    events: list[CancelRequested], snapshot: LedgerSnapshot, now_ms: int
+) -> list[tuple[CancelRequested, Decision]]:
+    """Decide a batch in order; each decision sees the ones before it."""
+    decided = []
+    for event in events:
+        decision = decide(event, snapshot, now_ms)
+        snapshot.apply(event, decision)
+        decided.append((event, decision))
+    return decided

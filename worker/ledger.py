@@ -1,0 +1,421 @@
+"""The Postgres ledger: every SQL statement of the product lives here.
+
+The batch path locks what a batch touches (advisory locks on cancel and bet keys, then
+bet and account rows, each class in one global order so two workers cannot deadlock),
+loads it into a `LedgerSnapshot`, and after the pure decisions writes all effects
+set-based. The unique key on (provider, cancel id) is what makes a cancel apply once.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from schemas import CancelOutcome, CancelRequested, format_amount, validate_amount
+from schemas.money import MoneyError, validate_currency
+from worker.decision import Account, Bet, BetState, Decision, LedgerSnapshot, StoredOutcome
+
+# A plain connection (CLI) or one borrowed from a pool (worker).
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+
+class LedgerRefusal(Exception):
+    """An operator command the ledger's rules refuse; `str()` is the one-line reason."""
+
+
+class Fenced(Exception):
+    """Stored offsets moved under us: another worker owns (or owned) the partition."""
+
+
+@dataclass(frozen=True)
+class OffsetAdvance:
+    """A batch consumed [first_offset, next_offset) of one partition."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    next_offset: int
+
+
+def lock_key(namespace: str, *parts: str) -> int:
+    """A signed 64-bit advisory-lock key; collisions only serialize, never corrupt."""
+    hasher = hashlib.blake2b(digest_size=8)
+    for part in (namespace, *parts):
+        encoded = part.encode()
+        hasher.update(len(encoded).to_bytes(4, "big") + encoded)
+    return int.from_bytes(hasher.digest(), "big", signed=True)
+
+
+async def lock_keys(conn: Connection, keys: set[int]) -> None:
+    """Take advisory transaction locks in ascending key order (no lock-order cycles)."""
+    if keys:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS"
+            " t(k, n) ORDER BY n",
+            sorted(keys),
+        )
+
+
+# --- the worker's batch path -------------------------------------------------------
+
+
+async def advance_offsets(conn: Connection, group: str, advances: Sequence[OffsetAdvance]) -> None:
+    """Compare-and-set the stored offsets; raises Fenced if any moved."""
+    if not advances:
+        return
+    rows = await conn.fetch(
+        """
+        UPDATE consumer_offsets o SET next_offset = t.next_offset, updated_at = now()
+        FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])
+            AS t(topic, partition, first_offset, next_offset)
+        WHERE o.consumer_group = $1 AND o.topic = t.topic AND o.partition = t.partition
+          AND o.next_offset = t.first_offset
+        RETURNING o.partition
+        """,
+        group,
+        [a.topic for a in advances],
+        [a.partition for a in advances],
+        [a.first_offset for a in advances],
+        [a.next_offset for a in advances],
+    )
+    if len(rows) != len(advances):
+        raise Fenced(f"stored offsets moved for group {group}")
+
+
+async def stored_offsets(
+    conn: Connection, group: str, topic: str, partitions: Sequence[int]
+) -> dict[int, int]:
+    """The next offset to consume per partition; creates missing rows at 0."""
+    await conn.execute(
+        """
+        INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+        SELECT $1, $2, p, 0 FROM unnest($3::int[]) AS p
+        ON CONFLICT DO NOTHING
+        """,
+        group,
+        topic,
+        list(partitions),
+    )
+    rows = await conn.fetch(
+        "SELECT partition, next_offset FROM consumer_offsets"
+        " WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])",
+        group,
+        topic,
+        list(partitions),
+    )
+    return {row["partition"]: row["next_offset"] for row in rows}
+
+
+async def raise_offsets(conn: Connection, group: str, topic: str, floor: dict[int, int]) -> None:
+    """Move stored offsets up to the log start where retention removed older events."""
+    await conn.execute(
+        """
+        UPDATE consumer_offsets o SET next_offset = t.floor, updated_at = now()
+        FROM unnest($3::int[], $4::bigint[]) AS t(partition, floor)
+        WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = t.partition
+          AND o.next_offset < t.floor
+        """,
+        group,
+        topic,
+        list(floor),
+        list(floor.values()),
+    )
+
+
+async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> LedgerSnapshot:
+    """Lock and load every ledger row the events touch (inside a transaction)."""
+    cancel_keys = {(e.provider.value, e.cancel_id) for e in events}
+    bet_keys = {(e.provider.value, item.bet_tx) for e in events for item in e.items}
+    account_keys = {
+        (e.player, e.currency) for e in events if e.player is not None and e.currency is not None
+    }
+    await lock_keys(
+        conn,
+        {lock_key("cancel", *key) for key in cancel_keys}
+        | {lock_key("bet", *key) for key in bet_keys},
+    )
+    snapshot = LedgerSnapshot()
+    cancel_providers, cancel_ids = _columns(cancel_keys)
+    for row in await conn.fetch(
+        """
+        SELECT o.provider, o.cancel_id, o.request_digest, o.outcome::text AS outcome
+        FROM cancel_outcomes o
+        JOIN unnest($1::text[], $2::text[]) AS k(provider, cancel_id) USING (provider, cancel_id)
+        """,
+        cancel_providers,
+        cancel_ids,
+    ):
+        snapshot.outcomes[(row["provider"], row["cancel_id"])] = StoredOutcome(
+            row["request_digest"], CancelOutcome.model_validate_json(row["outcome"])
+        )
+    bet_providers, bet_txs = _columns(bet_keys)
+    for row in await conn.fetch(
+        """
+        SELECT b.provider, b.tx, b.account_id, a.player, a.currency, b.amount, b.state,
+               b.cancel_id
+        FROM bets b
+        JOIN unnest($1::text[], $2::text[]) AS k(provider, tx) USING (provider, tx)
+        JOIN accounts a ON a.id = b.account_id
+        ORDER BY b.provider, b.tx
+        FOR UPDATE OF b
+        """,
+        bet_providers,
+        bet_txs,
+    ):
+        snapshot.bets[(row["provider"], row["tx"])] = Bet(
+            provider=row["provider"],
+            tx=row["tx"],
+            account_id=row["account_id"],
+            player=row["player"],
+            currency=row["currency"],
+            amount=row["amount"],
+            state=BetState(row["state"]),
+            cancel_id=row["cancel_id"],
+        )
+    for row in await conn.fetch(
+        """
+        SELECT t.provider, t.tx FROM tombstones t
+        JOIN unnest($1::text[], $2::text[]) AS k(provider, tx) USING (provider, tx)
+        """,
+        bet_providers,
+        bet_txs,
+    ):
+        snapshot.tombstones.add((row["provider"], row["tx"]))
+    players, currencies = _columns(account_keys)
+    for row in await conn.fetch(
+        """
+        SELECT id, player, currency, balance FROM accounts
+        WHERE id = ANY($1::bigint[])
+           OR (player, currency) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+        ORDER BY id
+        FOR UPDATE
+        """,
+        sorted({bet.account_id for bet in snapshot.bets.values()}),
+        players,
+        currencies,
+    ):
+        snapshot.add_account(Account(row["id"], row["player"], row["currency"], row["balance"]))
+    return snapshot
+
+
+async def write_decisions(
+    conn: Connection,
+    decided: Sequence[tuple[CancelRequested, Decision]],
+) -> None:
+    """Write the effects of a batch's decisions, set-based (inside a transaction)."""
+    stored = [(event, decision) for event, decision in decided if decision.store]
+    if stored:
+        await conn.execute(
+            """
+            INSERT INTO cancel_outcomes (provider, cancel_id, request_digest, outcome)
+            SELECT p, c, d, o::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                AS t(p, c, d, o)
+            """,
+            [event.provider.value for event, _ in stored],
+            [event.cancel_id for event, _ in stored],
+            [event.request_digest for event, _ in stored],
+            [decision.outcome.model_dump_json() for _, decision in stored],
+        )
+    tombstones = [
+        (provider, tx, event.cancel_id)
+        for event, decision in decided
+        for provider, tx in decision.tombstones
+    ]
+    if tombstones:
+        await conn.execute(
+            "INSERT INTO tombstones (provider, tx, cancel_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
+            *map(list, zip(*tombstones, strict=True)),
+        )
+    refunds = [refund for _, decision in decided for refund in decision.refunds]
+    if not refunds:
+        return
+    cancelled = await conn.fetch(
+        """
+        UPDATE bets b SET state = 'cancelled', cancel_id = t.cancel_id, updated_at = now()
+        FROM unnest($1::text[], $2::text[], $3::text[]) AS t(provider, tx, cancel_id)
+        WHERE b.provider = t.provider AND b.tx = t.tx AND b.state = 'open'
+        RETURNING b.tx
+        """,
+        [r.provider for r in refunds],
+        [r.bet_tx for r in refunds],
+        [r.cancel_id for r in refunds],
+    )
+    assert len(cancelled) == len(refunds), "every refunded bet was open and locked"
+    await conn.execute(
+        """
+        INSERT INTO ledger_entries (account_id, kind, amount, provider, tx, cancel_id)
+        SELECT a, 'refund', m, p, t, c
+        FROM unnest($1::bigint[], $2::numeric[], $3::text[], $4::text[], $5::text[])
+            AS u(a, m, p, t, c)
+        """,
+        [r.account_id for r in refunds],
+        [r.amount for r in refunds],
+        [r.provider for r in refunds],
+        [r.bet_tx for r in refunds],
+        [r.cancel_id for r in refunds],
+    )
+    await conn.execute(
+        """
+        UPDATE accounts a SET balance = a.balance + t.delta
+        FROM (SELECT id, sum(m) AS delta FROM unnest($1::bigint[], $2::numeric[]) AS u(id, m)
+              GROUP BY id) AS t
+        WHERE a.id = t.id
+        """,
+        [r.account_id for r in refunds],
+        [r.amount for r in refunds],
+    )
+
+
+def _columns(keys: set[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    ordered = sorted(keys)
+    return [key[0] for key in ordered], [key[1] for key in ordered]
+
+
+# --- operator commands (`refundctl ledger …`) ----------------------------------------
+
+
+async def open_account(conn: Connection, player: str, currency: str, balance: Decimal) -> None:
+    try:
+        validate_currency(currency)
+    except MoneyError as exc:
+        raise LedgerRefusal(str(exc)) from exc
+    if not balance.is_finite() or balance < 0:
+        raise LedgerRefusal("opening balance must be zero or positive")
+    if balance > 0:
+        _validated(balance, currency)
+    async with conn.transaction():
+        account_id = await conn.fetchval(
+            "INSERT INTO accounts (player, currency, balance) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING id",
+            player,
+            currency,
+            balance,
+        )
+        if account_id is None:
+            raise LedgerRefusal(f"account {player}/{currency} already exists")
+        await conn.execute(
+            "INSERT INTO ledger_entries (account_id, kind, amount) VALUES ($1, 'opening', $2)",
+            account_id,
+            balance,
+        )
+
+
+async def debit(
+    conn: Connection,
+    *,
+    provider: str,
+    player: str,
+    currency: str,
+    amount: Decimal,
+    tx: str,
+    bet_id: str | None = None,
+    round_id: str | None = None,
+) -> Decimal:
+    """Record an accepted bet or tip; returns the new balance. All-or-nothing."""
+    _validated(amount, currency)
+    async with conn.transaction():
+        await lock_keys(conn, {lock_key("bet", provider, tx)})
+        if await conn.fetchval(
+            "SELECT 1 FROM tombstones WHERE provider = $1 AND tx = $2", provider, tx
+        ):
+            raise LedgerRefusal(f"{provider} tx {tx} was cancelled before its debit (tombstone)")
+        account = await conn.fetchrow(
+            "SELECT id, balance FROM accounts WHERE player = $1 AND currency = $2 FOR UPDATE",
+            player,
+            currency,
+        )
+        if account is None:
+            raise LedgerRefusal(f"no account {player}/{currency}")
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO bets (provider, tx, account_id, amount, bet_id, round_id, state)
+            VALUES ($1, $2, $3, $4, $5, $6, 'open') ON CONFLICT DO NOTHING RETURNING 1
+            """,
+            provider,
+            tx,
+            account["id"],
+            amount,
+            bet_id,
+            round_id,
+        )
+        if inserted is None:
+            raise LedgerRefusal(f"{provider} tx {tx} is already recorded")
+        if account["balance"] < amount:
+            raise LedgerRefusal(
+                f"insufficient funds: balance {account['balance']} < amount {amount}"
+            )
+        balance: Decimal = await conn.fetchval(
+            "UPDATE accounts SET balance = balance - $2 WHERE id = $1 RETURNING balance",
+            account["id"],
+            amount,
+        )
+        await conn.execute(
+            "INSERT INTO ledger_entries (account_id, kind, amount, provider, tx)"
+            " VALUES ($1, 'debit', $2, $3, $4)",
+            account["id"],
+            -amount,
+            provider,
+            tx,
+        )
+    return balance
+
+
+async def settle(conn: Connection, *, provider: str, tx: str) -> None:
+    async with conn.transaction():
+        await lock_keys(conn, {lock_key("bet", provider, tx)})
+        state = await conn.fetchval(
+            "SELECT state FROM bets WHERE provider = $1 AND tx = $2 FOR UPDATE", provider, tx
+        )
+        if state is None:
+            raise LedgerRefusal(f"no bet {provider} tx {tx}")
+        if state != BetState.OPEN.value:
+            raise LedgerRefusal(f"bet {provider} tx {tx} is {state}, not open")
+        await conn.execute(
+            "UPDATE bets SET state = 'settled', updated_at = now() WHERE provider = $1 AND tx = $2",
+            provider,
+            tx,
+        )
+
+
+async def show(conn: Connection, player: str, currency: str) -> dict[str, object]:
+    """The account as `refundctl ledger show --json` prints it."""
+    account = await conn.fetchrow(
+        "SELECT id, balance FROM accounts WHERE player = $1 AND currency = $2", player, currency
+    )
+    if account is None:
+        raise LedgerRefusal(f"no account {player}/{currency}")
+    rows = await conn.fetch(
+        "SELECT kind, amount, provider, tx, cancel_id, created_at FROM ledger_entries"
+        " WHERE account_id = $1 ORDER BY id",
+        account["id"],
+    )
+    entries = [
+        {
+            "kind": row["kind"],
+            "amount": format_amount(row["amount"], currency),
+            "provider": row["provider"],
+            "tx": row["tx"],
+            "cancel_id": row["cancel_id"],
+            "at": row["created_at"].isoformat(),
+        }
+        for row in rows
+    ]
+    total = sum((row["amount"] for row in rows), Decimal(0))
+    assert total == account["balance"], "balance equals the sum of its entries"
+    return {
+        "player": player,
+        "currency": currency,
+        "balance": format_amount(account["balance"], currency),
+        "entries": entries,
+    }
+
+
+def _validated(amount: Decimal, currency: str) -> Decimal:
+    try:
+        return validate_amount(amount, currency)
+    except MoneyError as exc:
+        raise LedgerRefusal(str(exc)) from exc

@@ -1,0 +1,21 @@
+"""The worker's configuration: read once at start by `refundctl`, passed down."""
+
+from dataclasses import dataclass
+
+from schemas.transport import KafkaSettings
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    database_url: str
+    kafka: KafkaSettings
+    batch_records_max: int = 500  # events per getmany and per database transaction
+    poll_timeout_ms: int = 200
+    apply_attempts_max: int = 8  # transient database failures retried per batch
+    apply_backoff_ms_max: int = 2_000
+    db_pool_size: int = 2
+    db_command_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.batch_records_max <= 10_000
+        assert 1 <= self.apply_attempts_max <= 100
