@@ -6,12 +6,15 @@ non-UTF-8 bytes are refused. Output writes `Decimal` as a JSON number, never via
 """
 
 import json
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 NESTING_MAX = 32
 STRING_CHARS_MAX = 256
+# A \uD800-\uDFFF escape may leave a lone surrogate: text that cannot be encoded again.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class BodyError(ValueError):
@@ -78,7 +81,7 @@ def loads(body: bytes) -> Any:
     if not _depth_ok(text):
         raise BodyError("JSON nested too deeply")
     try:
-        return json.loads(
+        parsed = json.loads(
             text,
             parse_float=Number,
             parse_int=Number,
@@ -89,6 +92,27 @@ def loads(body: bytes) -> Any:
         raise BodyError(f"invalid JSON at position {exc.pos}") from exc
     except RecursionError as exc:
         raise BodyError("JSON nested too deeply") from exc
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(parsed)
+    return parsed
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    strings: list[str] = []
+    if isinstance(value, dict):
+        strings.extend(value)
+        for item in value.values():
+            _refuse_lone_surrogates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_lone_surrogates(item)
+    elif isinstance(value, str):
+        strings.append(value)
+    for string_value in strings:
+        try:
+            string_value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BodyError("string with a lone surrogate") from exc
 
 
 def _dump(value: Any, out: list[str]) -> None:

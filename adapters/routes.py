@@ -1,21 +1,15 @@
-"""The routing table: one row per provider endpoint. A new provider is a module + a row."""
+"""The routing table. A new provider is one module with `routes(secrets)` and one entry
+in `PROVIDERS`."""
 
-from functools import partial
-
-from adapters import scorpio
+from adapters import amb, hpgames, scorpio
 from adapters.contract import Route
 from adapters.settings import ProviderSecrets
-from schemas import Provider
+
+PROVIDERS = (scorpio, hpgames, amb)
 
 
 def routes(secrets: ProviderSecrets) -> list[Route]:
-    scorpio_config = scorpio.ScorpioConfig(api_token=secrets.scorpio_api_token.encode())
-    return [
-        Route(
-            path="/scorpio",
-            provider=Provider.SCORPIO,
-            accept=partial(scorpio.accept, config=scorpio_config),
-            render=scorpio.render,
-            invalid=partial(scorpio.reply, scorpio.STATUS_UNKNOWN),
-        ),
-    ]
+    table = [route for provider in PROVIDERS for route in provider.routes(secrets)]
+    paths = [route.path for route in table]
+    assert len(set(paths)) == len(paths), "every route has one handler"
+    return table

@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from adapters import jsonbody
@@ -21,10 +22,12 @@ from adapters.contract import (
     Outcomes,
     Request,
     Response,
+    Route,
     epoch_ms,
     request_digest,
     within_skew,
 )
+from adapters.settings import ProviderSecrets
 from schemas import (
     CancelItem,
     CancelOutcome,
@@ -177,3 +180,16 @@ def render(accepted: Accepted, outcomes: Outcomes) -> Response:
         return reply(STATUS_UNKNOWN)
     balance = outcome.balance_after if outcome.balance_after is not None else None
     return reply(STATUS_OF_OUTCOME[outcome.outcome], balance)
+
+
+def routes(secrets: ProviderSecrets) -> list[Route]:
+    config = ScorpioConfig(api_token=secrets.scorpio_api_token.encode())
+    return [
+        Route(
+            path="/scorpio",
+            provider=Provider.SCORPIO,
+            accept=partial(accept, config=config),
+            render=render,
+            invalid=partial(reply, STATUS_UNKNOWN),
+        )
+    ]

@@ -93,7 +93,11 @@ class RefundWorker:
             max_poll_records=settings.batch_records_max,
         )
         self._producer = AIOKafkaProducer(**self._kafka.producer_options())
+        # Next offset to apply per partition, as stored; records below it are stale
+        # redeliveries (the database's compare-and-set would refuse them too).
+        self._next_offsets: dict[TopicPartition, int] = {}
         self.batches_applied = 0
+        self.assigned = asyncio.Event()  # set once partitions are assigned and positioned
 
     async def resume_from_stored(self, assigned: set[TopicPartition]) -> None:
         """Seek each assigned partition to the offset stored with the ledger."""
@@ -129,7 +133,9 @@ class RefundWorker:
                 stored.update(reset)
         for tp in tps:
             self._consumer.seek(tp, stored[tp.partition])
+            self._next_offsets[tp] = stored[tp.partition]
         log.info("partitions_assigned", offsets=stored)
+        self.assigned.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._producer.start()
@@ -150,9 +156,16 @@ class RefundWorker:
             await self._producer.stop()
 
     async def process(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
         started = time.perf_counter()
+        batch = {
+            tp: fresh
+            for tp, records in fetched.items()
+            if (fresh := [r for r in records if r.offset >= self._next_offsets.get(tp, 0)])
+        }
+        if not batch:
+            return
         records = [record for tp in sorted(batch) for record in batch[tp]]
         advances = [
             OffsetAdvance(tp.topic, tp.partition, batch[tp][0].offset, batch[tp][-1].offset + 1)
@@ -173,7 +186,9 @@ class RefundWorker:
                 backoff_ms_max=self._settings.apply_backoff_ms_max,
             )
         except Fenced:
-            log.warning("batch_fenced", partitions=[a.partition for a in advances])
+            log.warning(
+                "batch_fenced", first_offsets={a.partition: a.first_offset for a in advances}
+            )
             await self.resume_from_stored(set(batch) & self._consumer.assignment())
             return
         except Exception:
@@ -182,6 +197,10 @@ class RefundWorker:
                 if tp in self._consumer.assignment():
                     self._consumer.seek(tp, batch[tp][0].offset)
             raise
+        for advance in advances:
+            self._next_offsets[TopicPartition(advance.topic, advance.partition)] = (
+                advance.next_offset
+            )
         await self._publish(events, outcomes)
         try:
             await self._consumer.commit(
@@ -243,8 +262,12 @@ class RefundWorker:
         log.warning("dead_lettered", count=len(dead), reasons=[d.reason for d in dead[:5]])
 
 
-async def run_worker(settings: WorkerSettings, stop: asyncio.Event) -> None:
-    """Run one worker until `stop` is set: finish the batch, commit, leave the group."""
+async def run_worker(
+    settings: WorkerSettings, stop: asyncio.Event, assigned: asyncio.Event | None = None
+) -> None:
+    """Run one worker until `stop` is set: finish the batch, commit, leave the group.
+
+    `assigned`, if given, is set once the worker owns partitions (tests wait on it)."""
     pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=1,
@@ -253,6 +276,9 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event) -> None:
     )
     assert pool is not None
     try:
-        await RefundWorker(settings, pool).run(stop)
+        worker = RefundWorker(settings, pool)
+        if assigned is not None:
+            worker.assigned = assigned
+        await worker.run(stop)
     finally:
         await pool.close()

@@ -116,18 +116,20 @@ def ledger_tx(provider: Provider, cancel_id: str) -> str:
 
 
 def _item_outcome(event: CancelRequested, bet: Bet | None, amount: Decimal | None) -> Outcome:
+    """Identity and amount first: a cancel that is not the bet's own learns nothing of
+    the bet's state."""
     if bet is None:
         return Outcome.BET_UNKNOWN
-    if bet.state is BetState.CANCELLED:
-        return Outcome.ALREADY_CANCELLED
-    if bet.state is BetState.SETTLED:
-        return Outcome.BET_SETTLED
     if event.player is not None and event.player != bet.player:
         return Outcome.PLAYER_MISMATCH
     if event.currency is not None and event.currency != bet.currency:
         return Outcome.AMOUNT_MISMATCH
     if amount is not None and amount != bet.amount:
         return Outcome.AMOUNT_MISMATCH
+    if bet.state is BetState.CANCELLED:
+        return Outcome.ALREADY_CANCELLED
+    if bet.state is BetState.SETTLED:
+        return Outcome.BET_SETTLED
     return Outcome.REFUNDED
 
 

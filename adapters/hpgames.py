@@ -1,0 +1,441 @@
+"""HPGames "Cancel Debit" and "Bulk Cancel Debit" (seed 001): verify, parse, render.
+
+Authentication: each request (each item of a bulk) carries `hash` = lower-case hex
+HMAC-SHA256(HPGAMES_SECRET_KEY, merchantId + transactionIdToCancel + timestamp), with the
+timestamp as written in the JSON; `merchantId` must equal HPGAMES_MERCHANT_ID. Both are
+compared in constant time. The hash does not cover the amount, player or currency: the
+worker checks those against the recorded debit, so a forged amount cannot refund more.
+
+Decisions where the seed and the spec are silent (or disagree):
+
+- Every answer is HTTP 200; errors are a non-zero `errorCode`. HPGames' own wallet
+  overview says its wallet endpoints always answer 200 and signal errors in the body.
+- Error codes (`ERROR_*`) are ours: HPGames refers to "predefined Error Codes" but we
+  found no public list (its overview only shows 1005 "Insufficient balance"). Agree the
+  numbers with HPGames at integration; they are defined here and nowhere else.
+- `currency` is optional in the seed, but the spec requires amount and currency to match
+  the debit, so a request without a currency is refused as invalid (HPGames' newer
+  wallet documentation marks it required).
+- The seed's flattened table reads "createdDatetime"; HPGames' table has the field
+  `created` of type Datetime, and the seed's own example carries neither. We do not use
+  it, so either name is accepted, optional, and must be a string when present.
+- `authToken` is required (seed) but not checked: a cancel must go through after the
+  game session has ended.
+- JSON null for an optional field (`gameId`, `created`) counts as absent (Java clients
+  often write nulls). Unknown fields are refused.
+- `timestamp` is milliseconds per the seed, seconds in its example: both are read
+  (`contract.epoch_ms`) and must be within 300 s of the server clock.
+- Missing or mistyped hash inputs are an invalid request (errorCode 2); a wrong hash or
+  merchant id is an authentication failure (errorCode 3).
+- Balance reported: after the refund for REFUNDED; otherwise the unchanged balance
+  (`balance_before`), 0 when no account is known or no outcome arrived.
+  `accountTransactionId` is the worker's `ledger_tx`, "" when there is none.
+- An error answered before the worker (bad body, bad hash) still carries every mandatory
+  field: balance 0, `currency` and `transactionId` echoed when the request had usable
+  values, otherwise "".
+- Bulk: each item is authenticated and validated on its own and answered in request
+  order. An item repeating an earlier item's `transactionId` with the same content is
+  the same cancel and gets the same answer (one event); with other content it is refused
+  as invalid. When every item is refused, the answer goes out at once, nothing is
+  published. A body that is not `{"cancelDebitRequests": [1..BULK_ITEMS_MAX items]}` is
+  answered with one error object in the single-response shape (still HTTP 200).
+"""
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import partial
+from types import MappingProxyType
+from typing import Any
+
+from adapters import jsonbody
+from adapters.contract import (
+    Accepted,
+    Envelope,
+    Outcomes,
+    Request,
+    Response,
+    Route,
+    epoch_ms,
+    request_digest,
+    within_skew,
+)
+from adapters.settings import ProviderSecrets
+from schemas import (
+    CURRENCY_MINOR_UNITS,
+    CancelItem,
+    CancelOutcome,
+    CancelRequested,
+    Outcome,
+    Provider,
+    validate_amount,
+    validate_currency,
+)
+
+PATH_CANCEL = "/hpgames/cancelDebit"
+PATH_BULK_CANCEL = "/hpgames/bulkCancelDebit"
+BULK_ITEMS_MAX = 5000  # a bulk body is also bounded by the 1 MiB body limit
+
+# Our error codes (invented, see the module docstring), and their texts.
+ERROR_NONE = 0
+ERROR_INTERNAL = 1  # no outcome within the deadline: retryable
+ERROR_INVALID_REQUEST = 2
+ERROR_AUTHENTICATION = 3  # wrong hash or merchantId
+ERROR_BET_SETTLED = 4
+ERROR_PLAYER_MISMATCH = 5
+ERROR_AMOUNT_MISMATCH = 6  # amount or currency differs from the debit
+
+ERROR_TEXTS: Mapping[int, str] = MappingProxyType(
+    {
+        ERROR_NONE: "",
+        ERROR_INTERNAL: "Internal error, retry later",
+        ERROR_INVALID_REQUEST: "Invalid request",
+        ERROR_AUTHENTICATION: "Authentication failed",
+        ERROR_BET_SETTLED: "Debit already settled",
+        ERROR_PLAYER_MISMATCH: "Player mismatch",
+        ERROR_AMOUNT_MISMATCH: "Amount or currency mismatch",
+    }
+)
+
+ERROR_OF_OUTCOME: Mapping[Outcome, int] = MappingProxyType(
+    {
+        Outcome.REFUNDED: ERROR_NONE,
+        Outcome.BET_UNKNOWN: ERROR_NONE,  # seed: a cancel of an unaccepted debit is ignored
+        Outcome.ALREADY_CANCELLED: ERROR_NONE,
+        Outcome.BET_SETTLED: ERROR_BET_SETTLED,
+        Outcome.PLAYER_MISMATCH: ERROR_PLAYER_MISMATCH,
+        Outcome.AMOUNT_MISMATCH: ERROR_AMOUNT_MISMATCH,
+        Outcome.INVALID: ERROR_INVALID_REQUEST,
+    }
+)
+
+_REQUIRED_STRINGS = (
+    "merchantId",
+    "betIdToCancel",
+    "transactionIdToCancel",
+    "transactionId",
+    "hash",
+    "playerId",
+    "authToken",
+    "currency",  # optional in the seed, required here (module docstring)
+)
+_OPTIONAL_STRINGS = ("created", "createdDatetime")
+_NUMBER_FIELDS = ("timestamp", "amount", "gameId")
+FIELDS = frozenset(_REQUIRED_STRINGS + _OPTIONAL_STRINGS + _NUMBER_FIELDS)
+BULK_FIELDS = frozenset({"cancelDebitRequests"})
+
+
+@dataclass(frozen=True)
+class HPGamesConfig:
+    merchant_id: str
+    secret_key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        assert self.merchant_id, "HPGAMES_MERCHANT_ID is required"
+        assert self.secret_key, "HPGAMES_SECRET_KEY is required"
+
+
+@dataclass(frozen=True)
+class HPGamesCancel:
+    """A validated HPGames cancel request (one item of a bulk, or the whole single)."""
+
+    transaction_id: str  # HPGames' cancel transaction: our cancel id
+    transaction_id_to_cancel: str  # the debit to cancel: our bet tx
+    bet_id_to_cancel: str
+    player_id: str
+    currency: str
+    amount: Decimal
+    timestamp_ms: int
+    game_id: int | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An item refused before the worker, with what its answer can echo."""
+
+    error_code: int
+    transaction_id: str = ""
+    currency: str = ""
+
+
+@dataclass(frozen=True)
+class BulkCancel:
+    """Per request item, in request order: its rejection or the index of its event."""
+
+    entries: tuple[Rejected | int, ...]
+    cancels: tuple[HPGamesCancel, ...]  # one per event, in event order
+
+
+# Authentication.
+
+
+def hash_for(
+    merchant_id: str, transaction_id_to_cancel: str, timestamp_literal: str, secret_key: bytes | str
+) -> str:
+    """The `hash` HPGames sends: hex HMAC-SHA256 over the three values, no separators."""
+    key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    message = (merchant_id + transaction_id_to_cancel + timestamp_literal).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def verify(body: Mapping[str, Any], config: HPGamesConfig) -> bool:
+    """Constant-time check of `merchantId` and `hash`; raises BodyError when the hash's
+    inputs are missing or mistyped (an invalid request, not a forged one)."""
+    merchant_id = jsonbody.required_string(body, "merchantId")
+    transaction_id_to_cancel = jsonbody.required_string(body, "transactionIdToCancel")
+    timestamp_literal = jsonbody.number(body, "timestamp").literal
+    provided = jsonbody.required_string(body, "hash")
+    expected = hash_for(merchant_id, transaction_id_to_cancel, timestamp_literal, config.secret_key)
+    merchant_ok = hmac.compare_digest(merchant_id.encode(), config.merchant_id.encode())
+    hash_ok = hmac.compare_digest(expected.encode(), provided.encode("utf-8", "replace"))
+    return merchant_ok & hash_ok  # both compared, whatever the first one says
+
+
+# Validation.
+
+
+def _text(body: Mapping[str, Any], key: str) -> str:
+    """A required string that can also be written out (no lone surrogates)."""
+    value = jsonbody.required_string(body, key)
+    value.encode()  # UnicodeEncodeError is a ValueError: refused as invalid
+    return value
+
+
+def parse(body: Mapping[str, Any], now_ms: int) -> HPGamesCancel:
+    """Validate one cancel request's fields; raises ValueError (BodyError, MoneyError)."""
+    jsonbody.refuse_unknown(body, FIELDS, "cancel debit request")
+    fields = {name: _text(body, name) for name in _REQUIRED_STRINGS}
+    for name in _OPTIONAL_STRINGS:
+        jsonbody.string(body, name, optional=True)
+    game_id = None if body.get("gameId") is None else jsonbody.integer(body, "gameId")
+    timestamp_ms = epoch_ms(jsonbody.integer(body, "timestamp"))
+    if not within_skew(timestamp_ms, now_ms):
+        raise jsonbody.BodyError("timestamp too far from the server clock")
+    currency = validate_currency(fields["currency"])
+    amount = validate_amount(jsonbody.decimal(body, "amount"), currency)
+    return HPGamesCancel(
+        transaction_id=fields["transactionId"],
+        transaction_id_to_cancel=fields["transactionIdToCancel"],
+        bet_id_to_cancel=fields["betIdToCancel"],
+        player_id=fields["playerId"],
+        currency=currency,
+        amount=amount,
+        timestamp_ms=timestamp_ms,
+        game_id=game_id,
+    )
+
+
+def _echo(value: Any) -> Rejected:
+    """What an error answer may echo of a refused item: well-formed values only."""
+    if not isinstance(value, dict):
+        return Rejected(ERROR_INVALID_REQUEST)
+    transaction_id = value.get("transactionId")
+    currency = value.get("currency")
+    return Rejected(
+        ERROR_INVALID_REQUEST,
+        transaction_id=transaction_id
+        if isinstance(transaction_id, str) and 0 < len(transaction_id) <= jsonbody.STRING_CHARS_MAX
+        else "",
+        currency=currency if isinstance(currency, str) and currency in CURRENCY_MINOR_UNITS else "",
+    )
+
+
+def check(value: Any, config: HPGamesConfig, now_ms: int) -> HPGamesCancel | Rejected:
+    """Authenticate and validate one cancel request (a parsed JSON value)."""
+    rejected = _echo(value)
+    try:
+        body = jsonbody.require_object(value, "cancel debit request")
+        if not verify(body, config):
+            return Rejected(ERROR_AUTHENTICATION, rejected.transaction_id, rejected.currency)
+        return parse(body, now_ms)
+    except ValueError:  # BodyError, MoneyError, UnicodeEncodeError
+        return rejected
+
+
+# Events.
+
+
+def _items(cancel: HPGamesCancel) -> list[CancelItem]:
+    return [CancelItem(bet_tx=cancel.transaction_id_to_cancel, amount=cancel.amount)]
+
+
+def _digest(cancel: HPGamesCancel) -> str:
+    return request_digest(
+        Provider.HPGAMES, cancel.transaction_id, cancel.player_id, cancel.currency, _items(cancel)
+    )
+
+
+def to_event(cancel: HPGamesCancel, envelope: Envelope, index: int, now_ms: int) -> CancelRequested:
+    return CancelRequested(
+        correlation_id=envelope.correlation_id(index),
+        provider=Provider.HPGAMES,
+        cancel_id=cancel.transaction_id,
+        player=cancel.player_id,
+        currency=cancel.currency,
+        items=_items(cancel),
+        request_digest=_digest(cancel),
+        reply_to=envelope.reply_to,
+        deadline_ms=envelope.deadline_ms,
+        requested_at_ms=now_ms,
+    )
+
+
+def to_events(
+    values: list[Any], envelope: Envelope, config: HPGamesConfig, now_ms: int
+) -> tuple[tuple[CancelRequested, ...], BulkCancel]:
+    """A bulk's items to one event per distinct valid cancel, and the per-item plan."""
+    entries: list[Rejected | int] = []
+    cancels: list[HPGamesCancel] = []
+    events: list[CancelRequested] = []
+    index_of: dict[str, int] = {}  # cancel id -> its event's index
+    for value in values:
+        result = check(value, config, now_ms)
+        if isinstance(result, Rejected):
+            entries.append(result)
+            continue
+        seen = index_of.get(result.transaction_id)
+        if seen is None:
+            index_of[result.transaction_id] = len(events)
+            entries.append(len(events))
+            events.append(to_event(result, envelope, len(events), now_ms))
+            cancels.append(result)
+        elif events[seen].request_digest == _digest(result):  # the same cancel again
+            entries.append(seen)
+        else:  # one cancel id for two different requests
+            entries.append(Rejected(ERROR_INVALID_REQUEST, result.transaction_id, result.currency))
+    return tuple(events), BulkCancel(entries=tuple(entries), cancels=tuple(cancels))
+
+
+# Answers.
+
+
+def _answer(
+    error_code: int,
+    *,
+    balance: Decimal | None = None,
+    currency: str = "",
+    account_transaction_id: str = "",
+    transaction_id: str = "",
+) -> dict[str, Any]:
+    """One CancelDebitResponse (seed 4.8.2), every field present, in the seed's order."""
+    return {
+        "errorCode": error_code,
+        "errorText": ERROR_TEXTS[error_code],
+        "balance": balance if balance is not None else Decimal(0),
+        "currency": currency,
+        "accountTransactionId": account_transaction_id,
+        "transactionId": transaction_id,
+    }
+
+
+def reply(error_code: int, transaction_id: str = "", currency: str = "") -> Response:
+    """An immediate single-shape answer (nothing published): balance 0."""
+    body = _answer(error_code, currency=currency, transaction_id=transaction_id)
+    return Response(status=200, body=jsonbody.dumps(body))
+
+
+def invalid_reply() -> Response:
+    """The answer to a body refused unread or unusable as a whole."""
+    return reply(ERROR_INVALID_REQUEST)
+
+
+def _rejected_answer(rejected: Rejected) -> dict[str, Any]:
+    return _answer(
+        rejected.error_code, currency=rejected.currency, transaction_id=rejected.transaction_id
+    )
+
+
+def _outcome_answer(cancel: HPGamesCancel, outcome: CancelOutcome | None) -> dict[str, Any]:
+    if outcome is None:  # no outcome in time: the provider retries, the worker still applies
+        return _answer(
+            ERROR_INTERNAL, currency=cancel.currency, transaction_id=cancel.transaction_id
+        )
+    refunded = outcome.outcome is Outcome.REFUNDED
+    return _answer(
+        ERROR_OF_OUTCOME[outcome.outcome],
+        balance=outcome.balance_after if refunded else outcome.balance_before,
+        currency=outcome.currency or cancel.currency,
+        account_transaction_id=outcome.ledger_tx,
+        transaction_id=cancel.transaction_id,
+    )
+
+
+def _bulk_response(bulk: BulkCancel, outcomes: Outcomes) -> Response:
+    assert len(outcomes) == len(bulk.cancels)
+    answers = [
+        _rejected_answer(entry)
+        if isinstance(entry, Rejected)
+        else _outcome_answer(bulk.cancels[entry], outcomes[entry])
+        for entry in bulk.entries
+    ]
+    return Response(status=200, body=jsonbody.dumps({"cancelDebitResponses": answers}))
+
+
+# The two routes.
+
+
+def accept(request: Request, envelope: Envelope, config: HPGamesConfig) -> Accepted | Response:
+    """`POST /hpgames/cancelDebit`: one event, or an immediate error answer."""
+    try:
+        value = jsonbody.loads(request.body)
+    except jsonbody.BodyError:
+        return invalid_reply()
+    result = check(value, config, request.received_at_ms)
+    if isinstance(result, Rejected):
+        return reply(result.error_code, result.transaction_id, result.currency)
+    event = to_event(result, envelope, 0, request.received_at_ms)
+    return Accepted(events=(event,), parsed=result)
+
+
+def render(accepted: Accepted, outcomes: Outcomes) -> Response:
+    assert len(outcomes) == 1
+    cancel = accepted.parsed
+    assert isinstance(cancel, HPGamesCancel)
+    return Response(status=200, body=jsonbody.dumps(_outcome_answer(cancel, outcomes[0])))
+
+
+def accept_bulk(request: Request, envelope: Envelope, config: HPGamesConfig) -> Accepted | Response:
+    """`POST /hpgames/bulkCancelDebit`: an event per valid item, answered in item order."""
+    try:
+        body = jsonbody.require_object(jsonbody.loads(request.body))
+        jsonbody.refuse_unknown(body, BULK_FIELDS)
+        values = body.get("cancelDebitRequests")
+        if not isinstance(values, list) or not 1 <= len(values) <= BULK_ITEMS_MAX:
+            raise jsonbody.BodyError(f"cancelDebitRequests must list 1 to {BULK_ITEMS_MAX} items")
+    except jsonbody.BodyError:
+        return invalid_reply()
+    events, bulk = to_events(values, envelope, config, request.received_at_ms)
+    if not events:  # every item refused: answer now, publish nothing
+        return _bulk_response(bulk, ())
+    return Accepted(events=events, parsed=bulk)
+
+
+def render_bulk(accepted: Accepted, outcomes: Outcomes) -> Response:
+    bulk = accepted.parsed
+    assert isinstance(bulk, BulkCancel)
+    return _bulk_response(bulk, outcomes)
+
+
+def routes(secrets: ProviderSecrets) -> list[Route]:
+    """The two HPGames rows of the ingress's routing table."""
+    config = HPGamesConfig(
+        merchant_id=secrets.hpgames_merchant_id, secret_key=secrets.hpgames_secret_key.encode()
+    )
+    return [
+        Route(
+            path=PATH_CANCEL,
+            provider=Provider.HPGAMES,
+            accept=partial(accept, config=config),
+            render=render,
+            invalid=invalid_reply,
+        ),
+        Route(
+            path=PATH_BULK_CANCEL,
+            provider=Provider.HPGAMES,
+            accept=partial(accept_bulk, config=config),
+            render=render_bulk,
+            invalid=invalid_reply,
+        ),
+    ]

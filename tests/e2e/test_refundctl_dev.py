@@ -1,0 +1,130 @@
+"""The README's first command, for real: `refundctl dev` with its embedded broker and
+database in a fresh directory, driven with `refundctl ledger` and a signed request."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from refundctl import devstack
+from tests.support import scorpio_body, scorpio_headers
+
+pytestmark = pytest.mark.integration
+REFUNDCTL = str(Path(sys.executable).with_name("refundctl"))
+STARTUP_TIMEOUT_S = 60
+
+
+def refundctl(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [REFUNDCTL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
+    port = devstack.free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    env["HTTP_PORT"] = str(port)
+    log = (tmp_path / "dev.log").open("w")
+    dev = subprocess.Popen(
+        [REFUNDCTL, "dev", "--workers", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            assert dev.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "refundctl dev did not become ready"
+            time.sleep(0.2)
+        assert (tmp_path / ".refund-dev" / "stack.json").exists()
+
+        opened = refundctl(
+            tmp_path,
+            env,
+            "ledger",
+            "open-account",
+            "--player",
+            "p1",
+            "--currency",
+            "EUR",
+            "--balance",
+            "100",
+        )
+        assert opened.returncode == 0, opened.stderr
+        debit = refundctl(
+            tmp_path,
+            env,
+            "ledger",
+            "debit",
+            "--provider",
+            "scorpio",
+            "--player",
+            "p1",
+            "--currency",
+            "EUR",
+            "--amount",
+            "10",
+            "--tx",
+            "bet-1",
+        )
+        assert debit.returncode == 0, debit.stderr
+        refused = refundctl(
+            tmp_path,
+            env,
+            "ledger",
+            "debit",
+            "--provider",
+            "scorpio",
+            "--player",
+            "p1",
+            "--currency",
+            "EUR",
+            "--amount",
+            "1000",
+            "--tx",
+            "bet-2",
+        )
+        assert refused.returncode != 0
+        assert refused.stderr.strip().count("\n") == 0
+        assert "insufficient" in refused.stderr
+
+        body = scorpio_body(transaction_id="c1", reference_id="bet-1", amount="10")
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/scorpio",
+            content=body,
+            headers=scorpio_headers(body),
+            timeout=10,
+        )
+        assert answer.json() == {"balance": 100, "statusCode": "OK"}
+
+        shown = refundctl(
+            tmp_path, env, "ledger", "show", "--player", "p1", "--currency", "EUR", "--json"
+        )
+        account = json.loads(shown.stdout)
+        assert account["balance"] == "100.00"
+        assert [(e["kind"], e["amount"]) for e in account["entries"]] == [
+            ("opening", "100.00"),
+            ("debit", "-10.00"),
+            ("refund", "10.00"),
+        ]
+    finally:
+        dev.send_signal(signal.SIGINT)
+        code = dev.wait(30)
+        log.close()
+    assert code == 0, (tmp_path / "dev.log").read_text()[-3000:]
+    assert not (tmp_path / ".refund-dev" / "stack.json").exists()
