@@ -1,11 +1,11 @@
 """The routing table. A new provider is one module with `routes(secrets)` and one entry
 in `PROVIDERS`."""
 
-from adapters import amb, hpgames, scorpio
+from adapters import amb, hpgames, naga, scorpio
 from adapters.contract import Route
 from adapters.settings import ProviderSecrets
 
-PROVIDERS = (scorpio, hpgames, amb)
+PROVIDERS = (scorpio, hpgames, naga, amb)
 
 
 def routes(secrets: ProviderSecrets) -> list[Route]:
