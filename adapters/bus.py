@@ -43,7 +43,13 @@ def event_key(event: CancelRequested) -> bytes:
 
 
 class RequestReplyClient:
-    def __init__(self, kafka: KafkaSettings, reply_partition: int, pending_max: int) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        reply_partition: int,
+        pending_max: int,
+        counters: BusCounters | None = None,
+    ) -> None:
         self._kafka = kafka
         self.reply_to = ReplyTo(topic=kafka.topics.replies, partition=reply_partition)
         self._pending_max = pending_max
@@ -55,7 +61,7 @@ class RequestReplyClient:
             fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         )
         self._reader: asyncio.Task[None] | None = None
-        self.counters = BusCounters()
+        self.counters = counters or BusCounters()
 
     async def start(self) -> None:
         await self._producer.start()

@@ -28,10 +28,11 @@ class IngressSettings:
     http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces
     http_port: int = 8080
     reply_deadline_ms: int = 3500
-    reply_partition: int = 0
+    reply_partition: int | None = None  # None: lease a free one from the database
     pending_events_max: int = 50_000  # events awaiting an outcome, across requests
     requests_in_flight_max: int = 5_000
 
     def __post_init__(self) -> None:
         assert 1 <= self.reply_deadline_ms <= 60_000
-        assert 0 <= self.reply_partition < self.kafka.reply_partitions
+        if self.reply_partition is not None:
+            assert 0 <= self.reply_partition < self.kafka.reply_partitions

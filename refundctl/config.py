@@ -121,7 +121,11 @@ def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
         http_host=env.get("HTTP_HOST", "0.0.0.0"),  # noqa: S104
         http_port=_int(env, "HTTP_PORT", 8080, 1, 65_535),
         reply_deadline_ms=_int(env, "REPLY_DEADLINE_MS", 3500, 1, 60_000),
-        reply_partition=_int(env, "INGRESS_REPLY_PARTITION", 0, 0, kafka.reply_partitions - 1),
+        reply_partition=(
+            _int(env, "INGRESS_REPLY_PARTITION", 0, 0, kafka.reply_partitions - 1)
+            if env.get("INGRESS_REPLY_PARTITION")
+            else None
+        ),
     )
 
 
@@ -130,6 +134,7 @@ def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
         database_url=require(env, "DATABASE_URL"),
         kafka=kafka_settings(env),
         batch_records_max=_int(env, "WORKER_BATCH_RECORDS_MAX", 500, 1, 10_000),
+        metrics_port=_int(env, "WORKER_METRICS_PORT", 9100, 0, 65_535),
     )
 
 

@@ -96,6 +96,7 @@ def stack_env(infra: Infra, database_url: str, prefix: str, naga_key_dir: Path) 
         "KAFKA_CONSUMER_GROUP": f"{prefix}worker",
         "KAFKA_REQUEST_PARTITIONS": "4",
         "KAFKA_REPLY_PARTITIONS": "4",
+        "WORKER_METRICS_PORT": "0",
     }
 
 

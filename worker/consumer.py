@@ -7,11 +7,13 @@ the outcomes to each event's reply partition, then commit the offsets to Kafka t
 """
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+import prometheus_client
 import pydantic
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -31,6 +33,7 @@ from schemas.transport import (
 from worker import ledger
 from worker.apply import apply_batch
 from worker.ledger import Fenced, OffsetAdvance
+from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 
 log = structlog.get_logger("worker")
@@ -73,15 +76,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+        if revoked:
+            log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_stored(assigned)
 
 
 class RefundWorker:
-    def __init__(self, settings: WorkerSettings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, settings: WorkerSettings, pool: asyncpg.Pool, metrics: WorkerMetrics | None = None
+    ) -> None:
         self._settings = settings
+        self.metrics = metrics or WorkerMetrics()
         self._kafka = settings.kafka
         self._pool = pool
         self._consumer = AIOKafkaConsumer(
@@ -154,6 +161,7 @@ class RefundWorker:
                 await self._consumer.stop()  # leaves the group
         finally:
             await self._producer.stop()
+            log.info("worker_stopped", batches_applied=self.batches_applied)
 
     async def process(
         self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -175,6 +183,8 @@ class RefundWorker:
         events, dead = decode_batch(records)
         if dead:
             await self._dead_letter(dead)
+            self.metrics.dead_letters.inc(len(dead))
+        applying = time.perf_counter()
         try:
             outcomes = await apply_batch(
                 self._pool,
@@ -186,6 +196,7 @@ class RefundWorker:
                 backoff_ms_max=self._settings.apply_backoff_ms_max,
             )
         except Fenced:
+            self.metrics.fenced.inc()
             log.warning(
                 "batch_fenced", first_offsets={a.partition: a.first_offset for a in advances}
             )
@@ -197,10 +208,18 @@ class RefundWorker:
                 if tp in self._consumer.assignment():
                     self._consumer.seek(tp, batch[tp][0].offset)
             raise
+        self.metrics.transaction_seconds.observe(time.perf_counter() - applying)
+        self.metrics.batch_events.observe(len(records))
         for advance in advances:
-            self._next_offsets[TopicPartition(advance.topic, advance.partition)] = (
-                advance.next_offset
-            )
+            tp = TopicPartition(advance.topic, advance.partition)
+            self._next_offsets[tp] = advance.next_offset
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(highwater - advance.next_offset)
+        for outcome in outcomes:
+            self.metrics.outcomes.labels(
+                outcome.provider.value, outcome.outcome.value, str(outcome.replayed).lower()
+            ).inc()
         await self._publish(events, outcomes)
         try:
             await self._consumer.commit(
@@ -279,6 +298,28 @@ async def run_worker(
         worker = RefundWorker(settings, pool)
         if assigned is not None:
             worker.assigned = assigned
-        await worker.run(stop)
+        with serve_metrics(worker.metrics, settings.metrics_port):
+            await worker.run(stop)
     finally:
         await pool.close()
+
+
+@contextlib.contextmanager
+def serve_metrics(metrics: WorkerMetrics, port: int) -> Iterator[None]:
+    """Serve Prometheus metrics on `port` (0: not at all) while the worker runs.
+
+    A port in use is logged, not fatal: refunds matter more than metrics."""
+    if port == 0:
+        yield
+        return
+    try:
+        server, thread = prometheus_client.start_http_server(port, registry=metrics.registry)
+    except OSError as exc:
+        log.warning("metrics_port_unavailable", port=port, error=str(exc))
+        yield
+        return
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join(5)

@@ -15,6 +15,7 @@ class WorkerSettings:
     apply_backoff_ms_max: int = 2_000
     db_pool_size: int = 2
     db_command_timeout_s: float = 30.0
+    metrics_port: int = 0  # Prometheus metrics over HTTP; 0: not served
 
     def __post_init__(self) -> None:
         assert 1 <= self.batch_records_max <= 10_000
