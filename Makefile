@@ -21,6 +21,14 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+# Exactly-once under injected faults (issue 4); FAULTS_MINUTES=N for a longer run.
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults.harness --minutes $${FAULTS_MINUTES:-2}
+
+# The benchmark (issue 5): e2e vs direct, worker drain, burst; prints the `bench:` line.
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
