@@ -10,6 +10,7 @@ from pathlib import Path
 
 from adapters.settings import IngressSettings, ProviderSecrets
 from schemas.transport import KafkaSettings, Topics
+from worker.faults import parse_fault_points
 from worker.settings import WorkerSettings
 
 DEV_DIR = Path(".refund-dev")
@@ -135,7 +136,16 @@ def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
         kafka=kafka_settings(env),
         batch_records_max=_int(env, "WORKER_BATCH_RECORDS_MAX", 500, 1, 10_000),
         metrics_port=_int(env, "WORKER_METRICS_PORT", 9100, 0, 65_535),
+        fault_points=_fault_points(env),
+        fault_seed=_int(env, "WORKER_FAULT_SEED", 0, 0, 2**63 - 1),
     )
+
+
+def _fault_points(env: Mapping[str, str]) -> Mapping[str, float]:
+    try:
+        return parse_fault_points(env.get("WORKER_FAULT_POINTS", ""))
+    except ValueError as exc:
+        raise ConfigError(f"WORKER_FAULT_POINTS: {exc}") from exc
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:

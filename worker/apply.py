@@ -6,7 +6,7 @@ decide (pure), write the effects. Either all of it commits or none of it does.
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import structlog
@@ -55,6 +55,7 @@ async def apply_batch(
     now_ms: int,
     attempts_max: int,
     backoff_ms_max: int,
+    before_commit: Callable[[], None] | None = None,
 ) -> list[CancelOutcome]:
     """Decide and write `events`; returns their outcomes in order. Raises Fenced."""
     for attempt in range(attempts_max):
@@ -64,6 +65,8 @@ async def apply_batch(
                 snapshot = await ledger.load_snapshot(conn, events)
                 decided = decide_batch(list(events), snapshot, now_ms)
                 await ledger.write_decisions(conn, decided)
+                if before_commit is not None:
+                    before_commit()
             return [decision.outcome for _, decision in decided]
         except Fenced:
             raise

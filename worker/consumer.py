@@ -32,6 +32,7 @@ from schemas.transport import (
 )
 from worker import ledger
 from worker.apply import apply_batch
+from worker.faults import FaultInjector
 from worker.ledger import Fenced, OffsetAdvance
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
@@ -89,6 +90,7 @@ class RefundWorker:
     ) -> None:
         self._settings = settings
         self.metrics = metrics or WorkerMetrics()
+        self._faults = FaultInjector(settings.fault_points, settings.fault_seed)
         self._kafka = settings.kafka
         self._pool = pool
         self._consumer = AIOKafkaConsumer(
@@ -194,6 +196,7 @@ class RefundWorker:
                 now_ms=now_ms(),
                 attempts_max=self._settings.apply_attempts_max,
                 backoff_ms_max=self._settings.apply_backoff_ms_max,
+                before_commit=self._faults.before_commit if self._settings.fault_points else None,
             )
         except Fenced:
             self.metrics.fenced.inc()
@@ -220,7 +223,9 @@ class RefundWorker:
             self.metrics.outcomes.labels(
                 outcome.provider.value, outcome.outcome.value, str(outcome.replayed).lower()
             ).inc()
+        self._faults.crash_at("after_commit")
         await self._publish(events, outcomes)
+        self._faults.crash_at("after_publish")
         try:
             await self._consumer.commit(
                 {TopicPartition(a.topic, a.partition): a.next_offset for a in advances}
@@ -292,6 +297,7 @@ async def run_worker(
         min_size=1,
         max_size=settings.db_pool_size,
         command_timeout=settings.db_command_timeout_s,
+        server_settings={"application_name": "refund-worker"},
     )
     assert pool is not None
     try:

@@ -1,6 +1,8 @@
 """The worker's configuration: read once at start by `refundctl`, passed down."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from schemas.transport import KafkaSettings
 
@@ -16,6 +18,9 @@ class WorkerSettings:
     db_pool_size: int = 2
     db_command_timeout_s: float = 30.0
     metrics_port: int = 0  # Prometheus metrics over HTTP; 0: not served
+    # Fault points for the fault harness only (see worker.faults); empty in production.
+    fault_points: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    fault_seed: int = 0
 
     def __post_init__(self) -> None:
         assert 1 <= self.batch_records_max <= 10_000

@@ -113,11 +113,15 @@ def _spawn(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes
         )
 
 
+def _tail(log: Path) -> str:
+    return log.read_text()[-2000:]
+
+
 async def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient() as client:
         while True:
-            assert process.poll() is None, log.read_text()[-2000:]
+            assert process.poll() is None, _tail(log)
             with contextlib.suppress(httpx.TransportError):
                 if (await client.get(f"{url}/readyz")).status_code == 200:
                     return
@@ -146,8 +150,9 @@ async def test_sigterm_ingress_answers_in_flight_requests_then_exits(env, db, tm
         assert answer.status_code == 200
         assert answer.json() == {"balance": 0, "statusCode": "ERR_UNKNOWN"}  # timed out cleanly
         assert await asyncio.to_thread(process.wait, 15) == 0
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{url}/healthz")
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"{url}/healthz")
     finally:
         if process.poll() is None:
             process.kill()
