@@ -176,6 +176,10 @@ class Ingress:
         return _http(response)
 
     async def healthz(self, _: HttpRequest) -> HttpResponse:
+        """Process up; 503 once the reply-partition lease is lost, so it gets restarted
+        (its replies may reach another instance)."""
+        if self.lease_lost:
+            return JSONResponse({"status": "reply_partition_lost"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, _: HttpRequest) -> HttpResponse:

@@ -247,22 +247,29 @@ class RefundWorker:
     async def _publish(
         self, events: Sequence[CancelRequested], outcomes: Sequence[CancelOutcome]
     ) -> None:
-        sends = [
-            await self._producer.send(
-                event.reply_to.topic,
-                encode(outcome),
-                key=outcome.correlation_id.encode(),
-                partition=event.reply_to.partition,
-                headers=[
-                    (HEADER_SCHEMA, SCHEMA_CANCEL_OUTCOME),
-                    (HEADER_CORRELATION_ID, outcome.correlation_id.encode()),
-                ],
-            )
-            for event, outcome in zip(events, outcomes, strict=True)
-        ]
+        """Send each outcome to its event's reply partition. Failures are logged, never
+        raised: the outcomes are committed, and the provider's retry receives them."""
+        sends: list[asyncio.Future[object]] = []
+        failed: list[BaseException] = []
+        for event, outcome in zip(events, outcomes, strict=True):
+            try:  # send() itself raises for a partition its metadata does not know yet
+                sends.append(
+                    await self._producer.send(
+                        event.reply_to.topic,
+                        encode(outcome),
+                        key=outcome.correlation_id.encode(),
+                        partition=event.reply_to.partition,
+                        headers=[
+                            (HEADER_SCHEMA, SCHEMA_CANCEL_OUTCOME),
+                            (HEADER_CORRELATION_ID, outcome.correlation_id.encode()),
+                        ],
+                    )
+                )
+            except KafkaError as exc:
+                failed.append(exc)
         results = await asyncio.gather(*sends, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:  # the outcome is stored: the provider's retry will receive it
+        failed += [r for r in results if isinstance(r, BaseException)]
+        if failed:
             log.warning("reply_publish_failed", count=len(failed), error=type(failed[0]).__name__)
 
     async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:

