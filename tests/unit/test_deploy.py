@@ -522,7 +522,7 @@ def test_compose_secrets_are_the_documented_dev_placeholders_and_a_mounted_key()
             assert "file" in secrets[mounted], f"the {mounted} secret comes from a file"
         elif key_path:
             pytest.fail(f"{name}: only the ingress needs the Naga key")
-    assert "DEV" in (DEPLOY / "secrets.dev.env").read_text()
+    assert "DEV" in (DEPLOY / "dev-credentials.env").read_text()
 
 
 # ---------------------------------------------------------------- Kubernetes
