@@ -311,7 +311,7 @@ class Traffic:
                 response = await client.post(
                     "/scorpio", content=body, headers=scorpio_headers(body)
                 )
-                answer = response.json()
+                answer = json.loads(response.content, parse_float=Decimal)
             except (httpx.HTTPError, ValueError):
                 return None  # the connection failed (an ingress restart): retry
             status = answer.get("statusCode")
@@ -537,7 +537,7 @@ async def run(minutes: float, seed: int, work_dir: Path) -> int:
             faults = Faults(stack, rng, database_url, counts)
             rate = cancels_total / (budget_s * 0.6)
             fault_task = asyncio.create_task(
-                faults.run(traffic_until, interval_s=max(2.0, budget_s / 120))
+                faults.run(traffic_until, interval_s=max(2.0, budget_s / 200))
             )
             try:
                 await traffic.run(drain_until, rate_per_s=rate, concurrency=48)
