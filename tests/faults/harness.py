@@ -113,6 +113,8 @@ class Stack:
             log.close()
 
     async def start_worker(self) -> None:
+        if not self.running:  # a supervisor woke after stop(): no new processes
+            return
         self.incarnations += 1
         env = {
             **self.env,
@@ -167,6 +169,9 @@ class Stack:
 
     async def stop(self) -> None:
         self.running = False
+        for task in list(self.supervisors):
+            task.cancel()
+        await asyncio.gather(*self.supervisors, return_exceptions=True)
         for process in list(self.workers.values()):
             self.kill(process, signal.SIGCONT, deliberate=True)
             self.kill(process, signal.SIGTERM, deliberate=True)
@@ -179,8 +184,6 @@ class Stack:
             except TimeoutError:
                 self.kill(process, signal.SIGKILL, deliberate=True)
                 await process.wait()
-        for task in list(self.supervisors):
-            task.cancel()
 
 
 class Faults:
