@@ -4,25 +4,30 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
 from refundctl import config, devstack, logs
 from refundctl.config import ConfigError
 from refundctl.services import install_stop_signals, run_ingress, run_until_stopped
 from refundctl.topics import create_topics
 from schemas import Provider
-from worker import ledger
+from worker import dead_letters, ledger, replay, status
 from worker.consumer import run_worker
+from worker.dead_letters import DeadLetterId
 from worker.ledger import LedgerRefusal
 from worker.migrate import migrate
+from worker.status import OperationError
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -36,6 +41,41 @@ def _decimal(text: str) -> Decimal:
     if not value.is_finite():
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
     return value
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant(text: str) -> int:
+    """An ISO-8601 time (UTC unless it says otherwise) as epoch milliseconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _dead_letter_id(text: str) -> DeadLetterId:
+    try:
+        return DeadLetterId.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+REPLAY_HELP = """\
+Re-run request events through the worker's apply path (the same transaction), reading
+every partition of the request topic with a standalone consumer (not the worker group,
+nothing committed) up to the end offsets taken at start. Idempotent: a cancel applied
+before gets its stored outcome back and moves no money. Replies are NOT published
+(nobody waits for them), and the worker's stored offsets are not touched. Counts:
+applied (a new outcome stored now), already_applied (the stored outcome was replayed),
+failed (undecodable records, or a cancel id reused for other content). --since/--until
+select, per partition, from the first record stamped at or after --since to the first
+stamped at or after --until (Kafka's offsets_for_times); where the broker cannot look
+offsets up by time (Tansu, the dev broker) the partitions are read from their beginning
+and the records' timestamps decide, with the same result."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +113,60 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--player", required=True)
     show.add_argument("--currency", required=True)
     show.add_argument("--json", action="store_true", help="print JSON")
+
+    replay_parser = commands.add_parser(
+        "replay",
+        help="re-run request events through the worker path (idempotent; replies not published)",
+        description=REPLAY_HELP,
+    )
+    start = replay_parser.add_mutually_exclusive_group(required=True)
+    start.add_argument(
+        "--from-beginning", action="store_true", help="from the beginning of each partition"
+    )
+    start.add_argument(
+        "--since",
+        type=_instant,
+        metavar="ISO-8601",
+        help="records stamped at or after this time (UTC unless it carries an offset)",
+    )
+    replay_parser.add_argument(
+        "--until",
+        type=_instant,
+        metavar="ISO-8601",
+        help="records stamped before this time (UTC unless it carries an offset)",
+    )
+    replay_parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide in a transaction that is rolled back: report, write nothing",
+    )
+    replay_parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+    dlq = commands.add_parser("dlq", help="inspect and re-drive dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser(
+        "list", help="the dead letters, up to the end offsets at start"
+    )
+    dlq_list.add_argument("--json", action="store_true", help="print JSON")
+    redrive = dlq_commands.add_parser(
+        "redrive",
+        help="republish dead letters to the request topic, each at most once; prints JSON",
+    )
+    which = redrive.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        type=_dead_letter_id,
+        metavar="PARTITION:OFFSET",
+        help="a dead letter (as `dlq list` names it); repeatable",
+    )
+    which.add_argument("--all", action="store_true", help="every dead letter not redriven yet")
+
+    status_parser = commands.add_parser(
+        "status", help="lag per request partition, tombstones, last applied, dead letters"
+    )
+    status_parser.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -167,6 +261,114 @@ async def _serve(kind: str, env: Mapping[str, str]) -> None:
         await run_until_stopped([partial(run_worker, config.worker_settings(env))], stop)
 
 
+@contextlib.contextmanager
+def _progress_bar(description: str) -> Iterator[replay.Progress | None]:
+    """A progress bar on stderr when it is a terminal; otherwise none."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class _Bar:
+        def __init__(self, progress: Progress) -> None:
+            self._progress = progress
+            self._task = progress.add_task(description, total=None)
+
+        def start(self, total: int) -> None:
+            self._progress.update(self._task, total=total)
+
+        def advance(self, count: int) -> None:
+            self._progress.advance(self._task, count)
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        yield _Bar(progress)
+
+
+@contextlib.contextmanager
+def _quiet_kafka_client() -> Iterator[None]:
+    """The operations commands report a Kafka failure in one line of their own: the
+    client library's own error log (stderr, through logging's last resort) is muted."""
+    logger = logging.getLogger("aiokafka")
+    muted = logging.NullHandler()
+    propagate = logger.propagate
+    logger.addHandler(muted)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(muted)
+        logger.propagate = propagate
+
+
+async def _replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    window = replay.Window(since_ms=args.since, until_ms=args.until)
+    with _progress_bar("replay") as progress:
+        report = await replay.replay(
+            config.worker_settings(env), window, dry_run=args.dry_run, progress=progress
+        )
+    if args.json:
+        print(json.dumps(report.counts.as_json()))
+    else:
+        print(report.summary())
+    return 0
+
+
+def _print_dead_letters(entries: Sequence[Mapping[str, Any]]) -> None:
+    columns = ("id", "timestamp", "size", "key", "source", "redriven_at", "reason")
+    rows = [[("-" if e[c] is None else str(e[c])) for c in columns] for e in entries]
+    widths = [max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
+    for row in [[c.upper() for c in columns], *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    print(f"{len(entries)} dead letter(s)")
+
+
+async def _dlq(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    kafka = config.kafka_settings(env)
+    database_url = config.require(env, "DATABASE_URL")
+    if args.dlq_command == "list":
+        entries = await dead_letters.list_dead_letters(kafka, database_url)
+        if args.json:
+            print(json.dumps(entries))
+        else:
+            _print_dead_letters(entries)
+        return 0
+    assert args.dlq_command == "redrive"
+    report = await dead_letters.redrive(kafka, database_url, None if args.all else args.ids)
+    print(json.dumps(report.as_json()))
+    if args.all:
+        return 0
+    refused = [*report.ids("already_redriven"), *report.ids("not_found")]
+    if refused:
+        print(
+            f"refundctl: refused: not redriven (already redriven or not found): "
+            f"{', '.join(refused)}",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    return 0
+
+
+async def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    report = await status.status(config.kafka_settings(env), config.require(env, "DATABASE_URL"))
+    print(json.dumps(report) if args.json else status.render_status(report))
+    return 0
+
+
 async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     if args.command == "dev":
         await _dev(args, env)
@@ -189,11 +391,19 @@ async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
             _print_account(result)
         else:
             print(json.dumps(result))
+    elif args.command in ("replay", "dlq", "status"):
+        operation = {"replay": _replay, "dlq": _dlq, "status": _status}[args.command]
+        with _quiet_kafka_client():
+            return await operation(args, env)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and until <= since:
+        parser.error("--until must be later than --since")
     env = dict(os.environ)
     logs.configure(config.secret_values(env))
     try:
@@ -204,8 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"refundctl: configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OperationError as exc:
+        print(f"refundctl: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KafkaError as exc:
+        print(f"refundctl: kafka: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except (OSError, asyncpg.PostgresError) as exc:
-        print(f"refundctl: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"refundctl: {type(exc).__name__}: {exc or 'no answer in time'}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130

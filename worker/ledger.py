@@ -9,6 +9,7 @@ set-based. The unique key on (provider, cancel id) is what makes a cancel apply 
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -419,3 +420,121 @@ def _validated(amount: Decimal, currency: str) -> Decimal:
         return validate_amount(amount, currency)
     except MoneyError as exc:
         raise LedgerRefusal(str(exc)) from exc
+
+
+# --- operations (`refundctl replay`, `refundctl dlq`, `refundctl status`) ------------
+
+
+async def read_stored_offsets(conn: Connection, group: str, topic: str) -> dict[int, int]:
+    """The worker group's stored next offsets per partition (read only: creates nothing)."""
+    rows = await conn.fetch(
+        "SELECT partition, next_offset FROM consumer_offsets"
+        " WHERE consumer_group = $1 AND topic = $2",
+        group,
+        topic,
+    )
+    return {row["partition"]: row["next_offset"] for row in rows}
+
+
+@dataclass(frozen=True)
+class LedgerActivity:
+    tombstones: int  # cancels whose bet the ledger never saw: every row is outstanding
+    oldest_tombstone_at: datetime | None
+    last_applied_at: datetime | None  # the newest stored outcome
+
+
+async def ledger_activity(conn: Connection) -> LedgerActivity:
+    row = await conn.fetchrow(
+        """
+        SELECT (SELECT count(*) FROM tombstones) AS tombstones,
+               (SELECT min(created_at) FROM tombstones) AS oldest_tombstone_at,
+               (SELECT max(created_at) FROM cancel_outcomes) AS last_applied_at
+        """
+    )
+    assert row is not None
+    return LedgerActivity(row["tombstones"], row["oldest_tombstone_at"], row["last_applied_at"])
+
+
+@dataclass(frozen=True)
+class RedriveClaim:
+    """A dead letter about to be re-published: its place in the dead-letter topic."""
+
+    dlq_partition: int
+    dlq_offset: int
+    source: str | None
+
+
+@dataclass(frozen=True)
+class RedrivePosition:
+    """Where the re-published copy of a dead letter landed in the request topic."""
+
+    dlq_partition: int
+    dlq_offset: int
+    request_partition: int
+    request_offset: int
+
+
+async def claim_redrives(
+    conn: Connection, dlq_topic: str, request_topic: str, claims: Sequence[RedriveClaim]
+) -> set[tuple[int, int]]:
+    """Claim dead letters for a redrive (inside a transaction); returns the (partition,
+    offset) pairs claimed now. The primary key refuses a dead letter redriven before, and
+    a concurrent redrive of the same one waits for this transaction, then finds it taken."""
+    if not claims:
+        return set()
+    rows = await conn.fetch(
+        """
+        INSERT INTO dead_letter_redrives (dlq_topic, dlq_partition, dlq_offset, source,
+                                          request_topic)
+        SELECT $1, p, o, s, $2 FROM unnest($3::int[], $4::bigint[], $5::text[]) AS t(p, o, s)
+        ON CONFLICT DO NOTHING
+        RETURNING dlq_partition, dlq_offset
+        """,
+        dlq_topic,
+        request_topic,
+        [c.dlq_partition for c in claims],
+        [c.dlq_offset for c in claims],
+        [c.source for c in claims],
+    )
+    return {(row["dlq_partition"], row["dlq_offset"]) for row in rows}
+
+
+async def record_redrive_positions(
+    conn: Connection, dlq_topic: str, positions: Sequence[RedrivePosition]
+) -> None:
+    """Fill in where the claimed dead letters landed (same transaction as the claim)."""
+    if not positions:
+        return
+    await conn.execute(
+        """
+        UPDATE dead_letter_redrives r
+        SET request_partition = t.rp, request_offset = t.ro
+        FROM unnest($2::int[], $3::bigint[], $4::int[], $5::bigint[]) AS t(p, o, rp, ro)
+        WHERE r.dlq_topic = $1 AND r.dlq_partition = t.p AND r.dlq_offset = t.o
+        """,
+        dlq_topic,
+        [p.dlq_partition for p in positions],
+        [p.dlq_offset for p in positions],
+        [p.request_partition for p in positions],
+        [p.request_offset for p in positions],
+    )
+
+
+async def redriven_at(
+    conn: Connection, dlq_topic: str, ids: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], datetime]:
+    """When each of these dead letters (partition, offset) was redriven, if it was."""
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        """
+        SELECT r.dlq_partition, r.dlq_offset, r.redriven_at FROM dead_letter_redrives r
+        JOIN unnest($2::int[], $3::bigint[]) AS t(p, o)
+          ON r.dlq_partition = t.p AND r.dlq_offset = t.o
+        WHERE r.dlq_topic = $1
+        """,
+        dlq_topic,
+        [partition for partition, _ in ids],
+        [offset for _, offset in ids],
+    )
+    return {(row["dlq_partition"], row["dlq_offset"]): row["redriven_at"] for row in rows}
