@@ -98,6 +98,7 @@ class Stack:
         self.ingress: asyncio.subprocess.Process | None = None
         self.incarnations = 0
         self.running = True
+        self.fault_points = True  # off for the drain: new workers run without them
         self.supervisors: set[asyncio.Task[None]] = set()
         self.counts: Counts | None = None
 
@@ -118,7 +119,7 @@ class Stack:
         self.incarnations += 1
         env = {
             **self.env,
-            "WORKER_FAULT_POINTS": WORKER_FAULT_POINTS,
+            "WORKER_FAULT_POINTS": WORKER_FAULT_POINTS if self.fault_points else "",
             "WORKER_FAULT_SEED": str(self.seed * 1000 + self.incarnations),
             "WORKER_BATCH_RECORDS_MAX": "50",
         }
@@ -167,6 +168,16 @@ class Stack:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(sig)
 
+    async def calm(self) -> None:
+        """End of the fault phase: replace every worker by one without fault points."""
+        self.fault_points = False
+        old = list(self.workers.values())
+        for _ in range(3):
+            await self.start_worker()
+        for process in old:
+            self.kill(process, signal.SIGCONT, deliberate=True)
+            self.kill(process, signal.SIGTERM, deliberate=True)
+
     async def stop(self) -> None:
         self.running = False
         for task in list(self.supervisors):
@@ -211,6 +222,7 @@ class Faults:
             with contextlib.suppress(Exception):
                 if await getattr(self, kind)():
                     self.counts.faults[kind] += 1
+        await self.stack.calm()
 
     def _some_worker(self) -> asyncio.subprocess.Process | None:
         workers = sorted(self.stack.workers.values(), key=lambda p: p.pid)
