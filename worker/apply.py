@@ -6,7 +6,7 @@ decide (pure), write the effects. Either all of it commits or none of it does.
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import structlog
@@ -55,9 +55,12 @@ async def apply_batch(
     now_ms: int,
     attempts_max: int,
     backoff_ms_max: int,
-    before_commit: Callable[[], None] | None = None,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
 ) -> list[CancelOutcome]:
-    """Decide and write `events`; returns their outcomes in order. Raises Fenced."""
+    """Decide and write `events`; returns their outcomes in order. Raises Fenced.
+
+    `before_commit` runs inside the transaction once the offsets are ours (the
+    compare-and-set passed) and the writes are done; it may run again on a retry."""
     for attempt in range(attempts_max):
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -66,7 +69,7 @@ async def apply_batch(
                 decided = decide_batch(list(events), snapshot, now_ms)
                 await ledger.write_decisions(conn, decided)
                 if before_commit is not None:
-                    before_commit()
+                    await before_commit()
             return [decision.outcome for _, decision in decided]
         except Fenced:
             raise

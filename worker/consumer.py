@@ -1,9 +1,10 @@
 """The worker process: a consumer-group member that applies events exactly once.
 
-Per batch (one `getmany`): decode, send undecodable events to the dead-letter topic,
-apply the rest together with the consumed offsets in one database transaction, publish
-the outcomes to each event's reply partition, then commit the offsets to Kafka too
-(informational: the database's offsets are the ones resumed from).
+Per batch (one `getmany`): decode, apply the events together with the consumed offsets
+in one database transaction (undecodable records go to the dead-letter topic inside it,
+once the offsets compare-and-set has passed), publish the outcomes to each event's
+reply partition, then commit the offsets to Kafka too (informational: the database's
+offsets are the ones resumed from).
 """
 
 import asyncio
@@ -183,9 +184,20 @@ class RefundWorker:
             if batch[tp]
         ]
         events, dead = decode_batch(records)
-        if dead:
-            await self._dead_letter(dead)
-            self.metrics.dead_letters.inc(len(dead))
+        dead_lettered = False
+
+        async def before_commit() -> None:
+            """Dead letters land once the offsets are ours (a fenced batch sends none)
+            and before they are committed past (a crash sends them again: at least once,
+            told apart by their source header)."""
+            nonlocal dead_lettered
+            if dead and not dead_lettered:
+                await self._dead_letter(dead)
+                self.metrics.dead_letters.inc(len(dead))
+                dead_lettered = True
+            if self._settings.fault_points:
+                self._faults.before_commit()
+
         applying = time.perf_counter()
         try:
             outcomes = await apply_batch(
@@ -196,7 +208,7 @@ class RefundWorker:
                 now_ms=now_ms(),
                 attempts_max=self._settings.apply_attempts_max,
                 backoff_ms_max=self._settings.apply_backoff_ms_max,
-                before_commit=self._faults.before_commit if self._settings.fault_points else None,
+                before_commit=before_commit,
             )
         except Fenced:
             self.metrics.fenced.inc()

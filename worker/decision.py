@@ -159,19 +159,27 @@ def decide(event: CancelRequested, snapshot: LedgerSnapshot, now_ms: int) -> Dec
     item_outcomes = [
         _item_outcome(event, bet, item.amount) for bet, item in zip(bets, event.items, strict=True)
     ]
+    named = event.player is not None and event.currency is not None
     known_accounts = {bet.account_id for bet in bets if bet is not None}
-    if event.player is None and len(known_accounts) > 1:  # bets of several players
+    if not named and len(known_accounts) > 1:  # one cancel is one account's
+        refusal = Outcome.PLAYER_MISMATCH if event.player is None else Outcome.AMOUNT_MISMATCH
         item_outcomes = [
-            Outcome.PLAYER_MISMATCH if outcome is Outcome.REFUNDED else outcome
-            for outcome in item_outcomes
+            refusal if outcome is Outcome.REFUNDED else outcome for outcome in item_outcomes
         ]
     outcome = _event_outcome(item_outcomes)
 
     account: Account | None
     if event.player is not None and event.currency is not None:
         account = snapshot.account_of(event.player, event.currency)
-    else:  # the provider did not name the player: the bet does
-        account = next((snapshot.accounts[bet.account_id] for bet in bets if bet), None)
+    else:  # the provider did not name the account: the (first matching) bet does
+        account = next(
+            (
+                snapshot.accounts[bet.account_id]
+                for bet in bets
+                if bet is not None and event.player in (None, bet.player)
+            ),
+            None,
+        )
 
     refunds: tuple[Refund, ...] = ()
     if outcome is Outcome.REFUNDED:

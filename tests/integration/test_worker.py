@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from refundctl import config
 from schemas import CancelOutcome, Outcome
@@ -277,3 +277,44 @@ async def test_batches_across_partitions_and_workers_keep_balances_exact(env, ka
         assert sum(w.batches_applied for w in workers) < bets  # batched, not one by one
     assert await balance(db) == Decimal("1000.00")
     await assert_conservation(db)
+
+
+async def test_fenced_batch_publishes_no_dead_letters(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+    """A zombie's batch (its offsets already moved on in the database) sends nothing:
+    the member that owns the partition now dead-letters the record, once."""
+    producer = AIOKafkaProducer(**kafka.producer_options())
+    await producer.start()
+    try:
+        await producer.send_and_wait(kafka.topics.requests, b"{not json", partition=0)
+    finally:
+        await producer.stop()
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, fetch_max_wait_ms=kafka.fetch_max_wait_ms
+    )
+    await reader.start()
+    try:
+        tp = TopicPartition(kafka.topics.requests, 0)
+        reader.assign([tp])
+        reader.seek(tp, 0)
+        record = await asyncio.wait_for(reader.getone(), 10)
+        await ledger.stored_offsets(db, kafka.consumer_group, tp.topic, [0])
+        async with db.transaction():  # the partition's new owner applied it already
+            await ledger.advance_offsets(
+                db, kafka.consumer_group, [OffsetAdvance(tp.topic, 0, 0, 1)]
+            )
+        settings = config.worker_settings(env)
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+        zombie = RefundWorker(settings, pool)
+        await zombie._producer.start()  # process() without run(): no group membership
+        try:
+            await zombie.process({tp: [record]})
+        finally:
+            await zombie._producer.stop()
+            await pool.close()
+        ends = await reader.end_offsets(
+            [TopicPartition(kafka.topics.dead_letters, p) for p in range(kafka.request_partitions)]
+        )
+    finally:
+        await reader.stop()
+    assert zombie.metrics.registry.get_sample_value("refund_worker_fenced_batches_total") == 1
+    assert sum(ends.values()) == 0, f"the fenced batch dead-lettered: {ends}"

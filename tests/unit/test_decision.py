@@ -160,6 +160,33 @@ def test_cancel_without_player_takes_player_and_amount_from_the_bet() -> None:
     assert decision.refunds[0].amount == Decimal("10.00")
 
 
+def test_cancel_naming_player_not_currency_with_bets_in_two_currencies_is_refused() -> None:
+    """One cancel is one account's: a stake in USD never lands in the EUR account."""
+    state = snapshot(bet("b-1"), bet("b-2", account_id=3, currency="USD"))
+    state.add_account(Account(3, "p1", "USD", Decimal("40.00")))
+    decision = decide(event(bets=(("b-1", None), ("b-2", None)), currency=None), state, NOW)
+    assert decision.outcome.outcome is Outcome.AMOUNT_MISMATCH
+    assert decision.refunds == ()
+
+
+def test_cancel_naming_player_not_currency_reports_only_that_players_account() -> None:
+    """The first bet is another player's: the answer must not carry that player's balance."""
+    state = snapshot(bet("b-2", account_id=2, player="p2"), bet("b-1"))
+    decision = decide(event(bets=(("b-2", None), ("b-1", None)), currency=None), state, NOW)
+    assert decision.outcome.outcome is Outcome.PLAYER_MISMATCH
+    assert decision.outcome.player == "p1"
+    assert decision.outcome.balance_before == Decimal("90.00")
+
+
+def test_cancel_naming_player_not_currency_refunds_into_the_bets_account() -> None:
+    state = snapshot(bet("b-2", account_id=3, currency="USD"))
+    state.add_account(Account(3, "p1", "USD", Decimal("40.00")))
+    decision = decide(event(bets=(("b-2", None),), currency=None), state, NOW)
+    assert decision.outcome.outcome is Outcome.REFUNDED
+    assert [(r.account_id, r.amount) for r in decision.refunds] == [(3, Decimal("10.00"))]
+    assert (decision.outcome.currency, decision.outcome.balance_after) == ("USD", Decimal("50.00"))
+
+
 def test_multi_item_cancel_is_all_or_nothing() -> None:
     """AMB: one refused item refuses the whole request; nothing is refunded."""
     state = snapshot(bet("b-1"), bet("b-2", state=BetState.SETTLED), bet("b-3"))
