@@ -4,7 +4,8 @@ Per batch (one `getmany`): decode, apply the events together with the consumed o
 in one database transaction (undecodable records go to the dead-letter topic inside it,
 once the offsets compare-and-set has passed), publish the outcomes to each event's
 reply partition, then commit the offsets to Kafka too (informational: the database's
-offsets are the ones resumed from).
+offsets are the ones resumed from). The publish and the Kafka commit of one batch run
+while the next batch is applied (one such tail at a time).
 """
 
 import asyncio
@@ -80,6 +81,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
             log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+            try:  # replies and Kafka commit of the last batch before the partitions move
+                await self._worker.finish_tail()
+            except Exception as exc:  # the outcomes are stored: a retry receives them
+                log.warning("reply_tail_failed", error=type(exc).__name__)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_stored(assigned)
@@ -108,6 +113,7 @@ class RefundWorker:
         self._next_offsets: dict[TopicPartition, int] = {}
         self.batches_applied = 0
         self.assigned = asyncio.Event()  # set once partitions are assigned and positioned
+        self._tail: asyncio.Task[None] | None = None  # the last batch's replies and commit
 
     async def resume_from_stored(self, assigned: set[TopicPartition]) -> None:
         """Seek each assigned partition to the offset stored with the ledger."""
@@ -161,7 +167,10 @@ class RefundWorker:
                     if batch:
                         await self.process(batch)
             finally:
-                await self._consumer.stop()  # leaves the group
+                try:
+                    await self.finish_tail()
+                finally:
+                    await self._consumer.stop()  # leaves the group
         finally:
             await self._producer.stop()
             log.info("worker_stopped", batches_applied=self.batches_applied)
@@ -223,7 +232,8 @@ class RefundWorker:
                 if tp in self._consumer.assignment():
                     self._consumer.seek(tp, batch[tp][0].offset)
             raise
-        self.metrics.transaction_seconds.observe(time.perf_counter() - applying)
+        applied = time.perf_counter()
+        self.metrics.transaction_seconds.observe(applied - applying)
         self.metrics.batch_events.observe(len(records))
         for advance in advances:
             tp = TopicPartition(advance.topic, advance.partition)
@@ -236,7 +246,44 @@ class RefundWorker:
                 outcome.provider.value, outcome.outcome.value, str(outcome.replayed).lower()
             ).inc()
         self._faults.crash_at("after_commit")
+        self.batches_applied += 1
+        # Replies and the Kafka commit overlap the next batch's transaction; one tail at
+        # a time, in batch order.
+        self._tail = asyncio.create_task(
+            self._reply_and_commit(
+                self._tail,
+                events,
+                outcomes,
+                advances,
+                {
+                    "events": len(events),
+                    "dead_letters": len(dead),
+                    "refunded": sum(o.outcome.moves_money and not o.replayed for o in outcomes),
+                    "replayed": sum(o.replayed for o in outcomes),
+                    "partitions": [a.partition for a in advances],
+                    "correlation_ids": [e.correlation_id for e in events[:20]],
+                    "apply_ms": round((applied - applying) * 1000, 2),
+                },
+                started,
+            )
+        )
+
+    async def _reply_and_commit(
+        self,
+        previous: "asyncio.Task[None] | None",
+        events: Sequence[CancelRequested],
+        outcomes: Sequence[CancelOutcome],
+        advances: Sequence[OffsetAdvance],
+        fields: dict[str, object],
+        started: float,
+    ) -> None:
+        """A committed batch's tail: publish its outcomes, commit its offsets to Kafka,
+        write its canonical log line."""
+        if previous is not None:
+            await previous
+        publishing = time.perf_counter()
         await self._publish(events, outcomes)
+        published = time.perf_counter()
         self._faults.crash_at("after_publish")
         try:
             await self._consumer.commit(
@@ -244,39 +291,54 @@ class RefundWorker:
             )
         except (CommitFailedError, KafkaError) as exc:  # a rebalance: the database has them
             log.info("kafka_commit_skipped", error=type(exc).__name__)
-        self.batches_applied += 1
         log.info(
             "batch_applied",
-            events=len(events),
-            dead_letters=len(dead),
-            refunded=sum(o.outcome.moves_money and not o.replayed for o in outcomes),
-            replayed=sum(o.replayed for o in outcomes),
-            partitions=[a.partition for a in advances],
-            correlation_ids=[e.correlation_id for e in events[:20]],
+            **fields,
+            publish_ms=round((published - publishing) * 1000, 2),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+
+    async def finish_tail(self) -> None:
+        """Wait for the last batch's replies and Kafka commit (before leaving the group)."""
+        tail, self._tail = self._tail, None
+        if tail is not None:
+            await tail
 
     async def _publish(
         self, events: Sequence[CancelRequested], outcomes: Sequence[CancelOutcome]
     ) -> None:
-        """Send each outcome to its event's reply partition. Failures are logged, never
-        raised: the outcomes are committed, and the provider's retry receives them."""
+        """Send each outcome to its event's reply partition, one producer batch per
+        partition (not one send per outcome: that was a fifth of the worker's CPU).
+        Failures are logged, never raised: the outcomes are committed, and the
+        provider's retry receives them."""
+        by_partition: dict[tuple[str, int], list[CancelOutcome]] = {}
+        for event, outcome in zip(events, outcomes, strict=True):
+            by_partition.setdefault((event.reply_to.topic, event.reply_to.partition), []).append(
+                outcome
+            )
         sends: list[asyncio.Future[object]] = []
         failed: list[BaseException] = []
-        for event, outcome in zip(events, outcomes, strict=True):
-            try:  # send() itself raises for a partition its metadata does not know yet
-                sends.append(
-                    await self._producer.send(
-                        event.reply_to.topic,
-                        encode(outcome),
-                        key=outcome.correlation_id.encode(),
-                        partition=event.reply_to.partition,
-                        headers=[
+        for (topic, partition), replies in by_partition.items():
+            try:  # send_batch() raises for a partition its metadata does not know yet
+                batch = self._producer.create_batch()
+                for outcome in replies:
+                    record = {
+                        "key": outcome.correlation_id.encode(),
+                        "value": encode(outcome),
+                        "timestamp": None,
+                        "headers": [
                             (HEADER_SCHEMA, SCHEMA_CANCEL_OUTCOME),
                             (HEADER_CORRELATION_ID, outcome.correlation_id.encode()),
                         ],
-                    )
-                )
+                    }
+                    if batch.append(**record) is None:  # full: send it, start the next
+                        sends.append(
+                            await self._producer.send_batch(batch, topic, partition=partition)
+                        )
+                        batch = self._producer.create_batch()
+                        appended = batch.append(**record)
+                        assert appended is not None, "an outcome fits an empty batch"
+                sends.append(await self._producer.send_batch(batch, topic, partition=partition))
             except KafkaError as exc:
                 failed.append(exc)
         results = await asyncio.gather(*sends, return_exceptions=True)

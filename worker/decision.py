@@ -6,8 +6,9 @@ applier feeds decisions back into the snapshot (`LedgerSnapshot.apply`) so that 
 events of the same batch see earlier ones, then writes all effects in one transaction.
 """
 
+import hashlib
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
@@ -15,6 +16,7 @@ from schemas import CancelOutcome, CancelRequested, ItemResult, Outcome, Provide
 
 # Namespace for the operator-side transaction id of a cancel: stable across retries.
 _LEDGER_TX_NAMESPACE = uuid.UUID("0b0f6f59-3c2e-4b43-9a55-1f3f0e6a8f10")
+_LEDGER_TX_NAMESPACE_BYTES = _LEDGER_TX_NAMESPACE.bytes
 
 BetKey = tuple[str, str]  # (provider, provider tx id)
 CancelKey = tuple[str, str]  # (provider, cancel id)
@@ -104,7 +106,16 @@ class LedgerSnapshot:
             bet = self.bets[bet_key]
             assert bet.state is BetState.OPEN
             assert bet.amount == refund.amount
-            self.bets[bet_key] = replace(bet, state=BetState.CANCELLED, cancel_id=refund.cancel_id)
+            self.bets[bet_key] = Bet(
+                bet.provider,
+                bet.tx,
+                bet.account_id,
+                bet.player,
+                bet.currency,
+                bet.amount,
+                BetState.CANCELLED,
+                refund.cancel_id,
+            )
             account = self.accounts[refund.account_id]
             self.accounts[refund.account_id] = Account(
                 account.id, account.player, account.currency, account.balance + refund.amount
@@ -112,7 +123,15 @@ class LedgerSnapshot:
 
 
 def ledger_tx(provider: Provider, cancel_id: str) -> str:
-    return str(uuid.uuid5(_LEDGER_TX_NAMESPACE, f"{provider.value}:{cancel_id}"))
+    """`uuid5(namespace, "provider:cancel_id")`, the same string, without building a UUID
+    object (this runs once per event on the worker's hot path)."""
+    name = f"{provider.value}:{cancel_id}".encode()
+    sha1 = hashlib.sha1(_LEDGER_TX_NAMESPACE_BYTES + name, usedforsecurity=False)
+    digest = bytearray(sha1.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _item_outcome(event: CancelRequested, bet: Bet | None, amount: Decimal | None) -> Outcome:

@@ -1,8 +1,11 @@
 """The refund decision, for every outcome of the spec, without I/O."""
 
+import uuid
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.contract import request_digest
 from schemas import CancelItem, CancelRequested, Outcome, Provider, ReplyTo
@@ -252,3 +255,14 @@ def test_every_outcome_is_reachable() -> None:
     state.apply(event(), decide(event(), state, NOW))
     reached.add(decide(event(bets=(("b-2", "10.00"),)), state, NOW).outcome.outcome)
     assert reached == set(Outcome)
+
+
+@given(provider=st.sampled_from(list(Provider)), cancel_id=st.text(min_size=1, max_size=256))
+def test_ledger_tx_is_the_uuid5_of_provider_and_cancel_id(
+    provider: Provider, cancel_id: str
+) -> None:
+    """The hand-rolled uuid5 (hot path) must equal the standard one: stored ids stay put."""
+    namespace = uuid.UUID("0b0f6f59-3c2e-4b43-9a55-1f3f0e6a8f10")
+    assert ledger_tx(provider, cancel_id) == str(
+        uuid.uuid5(namespace, f"{provider.value}:{cancel_id}")
+    )
