@@ -19,7 +19,12 @@ from aiokafka.errors import KafkaError
 
 from refundctl import config, devstack, logs
 from refundctl.config import ConfigError
-from refundctl.services import install_stop_signals, run_ingress, run_until_stopped
+from refundctl.services import (
+    install_stop_signals,
+    run_ingress,
+    run_ingress_once_assigned,
+    run_until_stopped,
+)
 from refundctl.topics import create_topics
 from schemas import Provider
 from worker import dead_letters, ledger, replay, status
@@ -31,6 +36,8 @@ from worker.status import OperationError
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+# A new group's first join is held by the broker for seconds (Tansu: 5 s).
+DEV_WORKERS_ASSIGNED_TIMEOUT_S = 60
 
 
 def _decimal(text: str) -> Decimal:
@@ -247,8 +254,12 @@ async def _dev(args: argparse.Namespace, env: dict[str, str]) -> None:
             file=sys.stderr,
             flush=True,
         )
-        jobs = [partial(run_worker, worker) for _ in range(args.workers)]
-        await run_until_stopped([partial(run_ingress, ingress), *jobs], stop)
+        assigned = [asyncio.Event() for _ in range(args.workers)]
+        jobs = [partial(run_worker, worker, assigned=event) for event in assigned]
+        ingress_job = partial(
+            run_ingress_once_assigned, ingress, assigned, DEV_WORKERS_ASSIGNED_TIMEOUT_S
+        )
+        await run_until_stopped([ingress_job, *jobs], stop)
     print("refundctl dev: stopped", file=sys.stderr)
 
 

@@ -11,6 +11,7 @@ import uvicorn
 
 from adapters.http_app import create_app
 from adapters.settings import IngressSettings
+from worker.status import OperationError
 
 
 class _Server(uvicorn.Server):
@@ -44,7 +45,48 @@ async def run_ingress(settings: IngressSettings, stop: asyncio.Event) -> None:
     stopping.cancel()
     await serving
     if server.started is False and not stop.is_set():
-        raise RuntimeError(f"ingress could not start on port {settings.http_port}")
+        raise OperationError(f"ingress could not start on port {settings.http_port}")
+
+
+async def run_ingress_once_assigned(
+    settings: IngressSettings,
+    assigned: list[asyncio.Event],
+    assigned_timeout_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """The dev stack's ingress: started only once every in-process worker owns its
+    partitions, so /readyz does not answer 200 while nobody consumes the requests
+    (a new consumer group's first join takes seconds on some brokers)."""
+
+    async def all_assigned() -> None:
+        for event in assigned:
+            await event.wait()
+
+    async def stopped() -> None:
+        await stop.wait()
+
+    joined = asyncio.create_task(all_assigned())
+    stopping = asyncio.create_task(stopped())
+    try:
+        await asyncio.wait(
+            {joined, stopping}, timeout=assigned_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        stopping.cancel()
+    if stop.is_set():
+        joined.cancel()
+        return
+    if not joined.done():
+        joined.cancel()
+        raise OperationError(
+            f"workers did not join the consumer group within {assigned_timeout_s:g} s"
+        )
+    print(
+        "refundctl dev: workers own their partitions; starting the ingress",
+        file=sys.stderr,
+        flush=True,
+    )
+    await run_ingress(settings, stop)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -33,6 +33,10 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
     }
     env["HTTP_PORT"] = str(port)
     log = (tmp_path / "dev.log").open("w")
+
+    def dev_log() -> str:
+        return (tmp_path / "dev.log").read_text()[-3000:]
+
     dev = subprocess.Popen(
         [REFUNDCTL, "dev", "--workers", "1"],
         cwd=tmp_path,
@@ -43,7 +47,7 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
-            assert dev.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            assert dev.poll() is None, dev_log()
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
                     break
@@ -52,6 +56,17 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "refundctl dev did not become ready"
             time.sleep(0.2)
         assert (tmp_path / ".refund-dev" / "stack.json").exists()
+
+        # Ready means answered: a request sent the moment /readyz says 200 gets its
+        # outcome, not the no-answer-in-time reply (the workers' first group join).
+        body = scorpio_body(transaction_id="c0", reference_id="no-such-bet", amount="10")
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/scorpio",
+            content=body,
+            headers=scorpio_headers(body),
+            timeout=10,
+        )
+        assert answer.json()["statusCode"] == "ERR_TRANSACTION_DOES_NOT_EXIST", dev_log()
 
         opened = refundctl(
             tmp_path,
@@ -110,7 +125,7 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
             headers=scorpio_headers(body),
             timeout=10,
         )
-        assert answer.json() == {"balance": 100, "statusCode": "OK"}
+        assert answer.json() == {"balance": 100, "statusCode": "OK"}, dev_log()
 
         shown = refundctl(
             tmp_path, env, "ledger", "show", "--player", "p1", "--currency", "EUR", "--json"
@@ -126,5 +141,5 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
         dev.send_signal(signal.SIGINT)
         code = dev.wait(30)
         log.close()
-    assert code == 0, (tmp_path / "dev.log").read_text()[-3000:]
+    assert code == 0, dev_log()
     assert not (tmp_path / ".refund-dev" / "stack.json").exists()
