@@ -80,11 +80,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
-            log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
-            try:  # replies and Kafka commit of the last batch before the partitions move
-                await self._worker.finish_tail()
-            except Exception as exc:  # the outcomes are stored: a retry receives them
-                log.warning("reply_tail_failed", error=type(exc).__name__)
+            started = time.perf_counter()
+            # Replies and Kafka commit of the last batch before the partitions move, for
+            # a bounded time: until this returns, the member does not rejoin the group.
+            finished = await self._worker.finish_tail()
+            log.info(
+                "partitions_revoked",
+                partitions=sorted(tp.partition for tp in revoked),
+                tail_finished=finished,
+                tail_wait_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_stored(assigned)
@@ -168,7 +173,8 @@ class RefundWorker:
                         await self.process(batch)
             finally:
                 try:
-                    await self.finish_tail()
+                    if not await self.finish_tail() and self._tail is not None:
+                        self._tail.cancel()  # the outcomes are stored: a retry gets them
                 finally:
                     await self._consumer.stop()  # leaves the group
         finally:
@@ -278,18 +284,27 @@ class RefundWorker:
         started: float,
     ) -> None:
         """A committed batch's tail: publish its outcomes, commit its offsets to Kafka,
-        write its canonical log line."""
+        write its canonical log line. Never raises: the outcomes are stored, and a
+        provider's retry receives them."""
         if previous is not None:
-            await previous
+            await asyncio.wait({previous})  # in batch order
         publishing = time.perf_counter()
-        await self._publish(events, outcomes)
+        try:
+            await asyncio.wait_for(
+                self._publish(events, outcomes), self._settings.reply_publish_timeout_ms / 1000
+            )
+        except TimeoutError:
+            log.warning("reply_publish_failed", count=len(outcomes), error="TimeoutError")
         published = time.perf_counter()
         self._faults.crash_at("after_publish")
-        try:
-            await self._consumer.commit(
-                {TopicPartition(a.topic, a.partition): a.next_offset for a in advances}
+        try:  # the database holds the offsets the worker resumes from; this is for lag tools
+            await asyncio.wait_for(
+                self._consumer.commit(
+                    {TopicPartition(a.topic, a.partition): a.next_offset for a in advances}
+                ),
+                self._settings.kafka_commit_timeout_ms / 1000,
             )
-        except (CommitFailedError, KafkaError) as exc:  # a rebalance: the database has them
+        except (CommitFailedError, KafkaError, TimeoutError) as exc:
             log.info("kafka_commit_skipped", error=type(exc).__name__)
         log.info(
             "batch_applied",
@@ -298,11 +313,23 @@ class RefundWorker:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
-    async def finish_tail(self) -> None:
-        """Wait for the last batch's replies and Kafka commit (before leaving the group)."""
-        tail, self._tail = self._tail, None
-        if tail is not None:
-            await tail
+    async def finish_tail(self) -> bool:
+        """Wait, at most `tail_wait_ms_max`, for the last batch's replies and Kafka
+        commit; whether they finished. An unfinished tail runs on (the next batch's tail
+        waits for it); a failed one is logged: its outcomes are stored, and a retry
+        receives them."""
+        tail = self._tail
+        if tail is None:
+            return True
+        done, _ = await asyncio.wait({tail}, timeout=self._settings.tail_wait_ms_max / 1000)
+        if not done:
+            log.warning("reply_tail_slow", waited_ms=self._settings.tail_wait_ms_max)
+            return False
+        if self._tail is tail:
+            self._tail = None
+        if not tail.cancelled() and (exc := tail.exception()) is not None:
+            log.warning("reply_tail_failed", error=type(exc).__name__)
+        return True
 
     async def _publish(
         self, events: Sequence[CancelRequested], outcomes: Sequence[CancelOutcome]
@@ -363,7 +390,9 @@ class RefundWorker:
             )
             for letter in dead
         ]
-        await asyncio.gather(*sends)  # must land before the offsets move past them
+        # They must land before the offsets move past them; if they cannot, the batch
+        # (a transaction still open) fails and is retried.
+        await asyncio.wait_for(asyncio.gather(*sends), self._settings.dead_letter_timeout_ms / 1000)
         log.warning("dead_lettered", count=len(dead), reasons=[d.reason for d in dead[:5]])
 
 
@@ -379,6 +408,7 @@ async def run_worker(
         max_size=settings.db_pool_size,
         command_timeout=settings.db_command_timeout_s,
         server_settings={"application_name": "refund-worker"},
+        reset=ledger.keep_session,
     )
     assert pool is not None
     try:

@@ -18,6 +18,12 @@ class WorkerSettings:
     db_pool_size: int = 2
     db_command_timeout_s: float = 30.0
     metrics_port: int = 0  # Prometheus metrics over HTTP; 0: not served
+    # A batch's tail (replies, Kafka commit) is waited for this long when partitions are
+    # revoked or the worker stops; a rebalance must not wait on the broker's answers.
+    tail_wait_ms_max: int = 5_000
+    reply_publish_timeout_ms: int = 10_000  # replies later than this help no one
+    kafka_commit_timeout_ms: int = 5_000  # the Kafka commit is for lag tools only
+    dead_letter_timeout_ms: int = 10_000  # dead letters land, or the batch is retried
     # Fault points for the fault harness only (see worker.faults); empty in production.
     fault_points: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     fault_seed: int = 0
@@ -25,3 +31,7 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         assert 1 <= self.batch_records_max <= 10_000
         assert 1 <= self.apply_attempts_max <= 100
+        assert 0 < self.tail_wait_ms_max <= 60_000
+        assert 0 < self.reply_publish_timeout_ms <= 60_000
+        assert 0 < self.kafka_commit_timeout_ms <= 60_000
+        assert 0 < self.dead_letter_timeout_ms <= 60_000

@@ -1,0 +1,45 @@
+"""A batch's tail (replies, Kafka commit) is waited for a bounded time: a revocation
+that waited on the broker's answers would hold the whole group's rebalance."""
+
+import asyncio
+import dataclasses
+import time
+from typing import Any, cast
+
+from refundctl import config
+from worker.consumer import RefundWorker
+
+ENV = {"DATABASE_URL": "postgresql://unused/x", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+
+
+def worker(tail_wait_ms_max: int) -> RefundWorker:
+    settings = dataclasses.replace(
+        config.worker_settings(ENV), tail_wait_ms_max=tail_wait_ms_max, metrics_port=0
+    )
+    return RefundWorker(settings, pool=cast(Any, None))  # no I/O: nothing is started
+
+
+async def test_a_hung_tail_is_waited_for_at_most_its_bound_and_left_running() -> None:
+    refund_worker = worker(tail_wait_ms_max=50)
+    released = asyncio.Event()
+    tail = asyncio.create_task(released.wait())
+    refund_worker._tail = cast(Any, tail)
+    started = time.monotonic()
+    assert await asyncio.wait_for(refund_worker.finish_tail(), 5) is False
+    assert time.monotonic() - started < 2
+    assert not tail.done()
+    assert refund_worker._tail is tail  # the next batch's tail still waits for it
+    released.set()
+    assert await refund_worker.finish_tail() is True
+    assert refund_worker._tail is None
+
+
+async def test_a_failed_tail_counts_as_finished() -> None:
+    refund_worker = worker(tail_wait_ms_max=1_000)
+
+    async def fail() -> None:
+        raise RuntimeError("broker gone")
+
+    refund_worker._tail = asyncio.create_task(fail())
+    assert await refund_worker.finish_tail() is True
+    assert refund_worker._tail is None
