@@ -28,7 +28,7 @@ from refundctl.services import (
 from refundctl.topics import create_topics
 from schemas import Provider
 from worker import dead_letters, ledger, replay, status
-from worker.consumer import run_worker
+from worker.consumer import GroupJoinStalled, run_worker
 from worker.dead_letters import DeadLetterId
 from worker.ledger import LedgerRefusal
 from worker.migrate import migrate
@@ -429,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refundctl: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except KafkaError as exc:
+        print(f"refundctl: kafka: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except GroupJoinStalled as exc:
         print(f"refundctl: kafka: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except (OSError, asyncpg.PostgresError) as exc:

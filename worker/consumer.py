@@ -11,8 +11,9 @@ while the next batch is applied (one such tail at a time).
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import prometheus_client
@@ -79,6 +80,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._worker.joining_since = time.monotonic()
         if revoked:
             started = time.perf_counter()
             # Replies and Kafka commit of the last batch before the partitions move, for
@@ -93,6 +95,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_stored(assigned)
+        self._worker.joining_since = None  # a member again (possibly with nothing to do)
+
+
+class GroupJoinStalled(Exception):
+    """The consumer group's rebalance did not complete in time; the process exits so
+    that its supervisor starts a fresh member (the broker expires the stuck one)."""
 
 
 class RefundWorker:
@@ -119,6 +127,7 @@ class RefundWorker:
         self.batches_applied = 0
         self.assigned = asyncio.Event()  # set once partitions are assigned and positioned
         self._tail: asyncio.Task[None] | None = None  # the last batch's replies and commit
+        self.joining_since: float | None = None  # monotonic time a (re)join began
 
     async def resume_from_stored(self, assigned: set[TopicPartition]) -> None:
         """Seek each assigned partition to the offset stored with the ledger."""
@@ -162,6 +171,7 @@ class RefundWorker:
         await self._producer.start()
         try:
             self._consumer.subscribe([self._kafka.topics.requests], listener=_Rebalance(self))
+            self.joining_since = time.monotonic()
             await self._consumer.start()
             try:
                 while not stop.is_set():
@@ -171,15 +181,36 @@ class RefundWorker:
                     )
                     if batch:
                         await self.process(batch)
+                    self._check_join()
             finally:
                 try:
                     if not await self.finish_tail() and self._tail is not None:
                         self._tail.cancel()  # the outcomes are stored: a retry gets them
                 finally:
-                    await self._consumer.stop()  # leaves the group
+                    await self._bounded_stop(self._consumer.stop(), "consumer")  # leaves
         finally:
-            await self._producer.stop()
+            await self._bounded_stop(self._producer.stop(), "producer")
             log.info("worker_stopped", batches_applied=self.batches_applied)
+
+    def _check_join(self) -> None:
+        joining_since = self.joining_since
+        if joining_since is None:
+            return
+        waited_ms = (time.monotonic() - joining_since) * 1000
+        if waited_ms > self._settings.group_join_ms_max:
+            log.error("group_join_stalled", waited_ms=round(waited_ms))
+            raise GroupJoinStalled(
+                f"no partition assignment after {waited_ms / 1000:.0f} s: the consumer"
+                " group's rebalance is stuck"
+            )
+
+    async def _bounded_stop(self, stopping: Coroutine[Any, Any, None], what: str) -> None:
+        """Stop a Kafka client, bounded: leaving a stuck group must not keep the process
+        alive (the broker expires the member after its session timeout)."""
+        try:
+            await asyncio.wait_for(stopping, self._settings.kafka_stop_timeout_ms / 1000)
+        except TimeoutError:
+            log.warning("kafka_stop_timed_out", client=what)
 
     async def process(
         self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]

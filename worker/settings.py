@@ -24,6 +24,9 @@ class WorkerSettings:
     reply_publish_timeout_ms: int = 10_000  # replies later than this help no one
     kafka_commit_timeout_ms: int = 5_000  # the Kafka commit is for lag tools only
     dead_letter_timeout_ms: int = 10_000  # dead letters land, or the batch is retried
+    # A (re)join of the consumer group that takes longer is stuck: the process exits.
+    group_join_ms_max: int = 30_000
+    kafka_stop_timeout_ms: int = 10_000  # leaving the group and flushing, at most
     # Fault points for the fault harness only (see worker.faults); empty in production.
     fault_points: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     fault_seed: int = 0
@@ -35,3 +38,5 @@ class WorkerSettings:
         assert 0 < self.reply_publish_timeout_ms <= 60_000
         assert 0 < self.kafka_commit_timeout_ms <= 60_000
         assert 0 < self.dead_letter_timeout_ms <= 60_000
+        assert 10_000 <= self.group_join_ms_max <= 600_000
+        assert 0 < self.kafka_stop_timeout_ms <= 60_000

@@ -6,8 +6,10 @@ import dataclasses
 import time
 from typing import Any, cast
 
+import pytest
+
 from refundctl import config
-from worker.consumer import RefundWorker
+from worker.consumer import GroupJoinStalled, RefundWorker
 
 ENV = {"DATABASE_URL": "postgresql://unused/x", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
 
@@ -43,3 +45,15 @@ async def test_a_failed_tail_counts_as_finished() -> None:
     refund_worker._tail = asyncio.create_task(fail())
     assert await refund_worker.finish_tail() is True
     assert refund_worker._tail is None
+
+
+async def test_a_join_that_takes_longer_than_its_bound_stops_the_worker() -> None:
+    refund_worker = worker(tail_wait_ms_max=1_000)
+    bound_s = refund_worker._settings.group_join_ms_max / 1000
+    refund_worker.joining_since = None  # a member: nothing to check
+    refund_worker._check_join()
+    refund_worker.joining_since = time.monotonic() - bound_s / 2
+    refund_worker._check_join()
+    refund_worker.joining_since = time.monotonic() - bound_s - 1
+    with pytest.raises(GroupJoinStalled):
+        refund_worker._check_join()
