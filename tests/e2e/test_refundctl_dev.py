@@ -26,6 +26,16 @@ def refundctl(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Complete
     )
 
 
+def cancel(port: int, *, transaction_id: str, reference_id: str) -> dict[str, object]:
+    """A signed Scorpio cancel of 10 EUR; the provider's answer."""
+    body = scorpio_body(transaction_id=transaction_id, reference_id=reference_id, amount="10")
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/scorpio", content=body, headers=scorpio_headers(body), timeout=10
+    )
+    reply: dict[str, object] = answer.json()
+    return reply
+
+
 def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
     port = devstack.free_port()
     env = {
@@ -59,14 +69,8 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
 
         # Ready means answered: a request sent the moment /readyz says 200 gets its
         # outcome, not the no-answer-in-time reply (the workers' first group join).
-        body = scorpio_body(transaction_id="c0", reference_id="no-such-bet", amount="10")
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/scorpio",
-            content=body,
-            headers=scorpio_headers(body),
-            timeout=10,
-        )
-        assert answer.json()["statusCode"] == "ERR_TRANSACTION_DOES_NOT_EXIST", dev_log()
+        answer = cancel(port, transaction_id="c0", reference_id="no-such-bet")
+        assert answer["statusCode"] == "ERR_TRANSACTION_DOES_NOT_EXIST", dev_log()
 
         opened = refundctl(
             tmp_path,
@@ -118,14 +122,8 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
         assert refused.stderr.strip().count("\n") == 0
         assert "insufficient" in refused.stderr
 
-        body = scorpio_body(transaction_id="c1", reference_id="bet-1", amount="10")
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/scorpio",
-            content=body,
-            headers=scorpio_headers(body),
-            timeout=10,
-        )
-        assert answer.json() == {"balance": 100, "statusCode": "OK"}, dev_log()
+        answer = cancel(port, transaction_id="c1", reference_id="bet-1")
+        assert answer == {"balance": 100, "statusCode": "OK"}, dev_log()
 
         shown = refundctl(
             tmp_path, env, "ledger", "show", "--player", "p1", "--currency", "EUR", "--json"
