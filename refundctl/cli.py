@@ -40,6 +40,16 @@ EXIT_USAGE = 2
 DEV_WORKERS_ASSIGNED_TIMEOUT_S = 60
 
 
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"between 1 and 64: {count}")
+    return count
+
+
 def _decimal(text: str) -> Decimal:
     try:
         value = Decimal(text)
@@ -90,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     dev = commands.add_parser("dev", help="the whole stack on this machine (Ctrl-C stops it)")
-    dev.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    dev.add_argument(
+        "--workers", type=_workers, default=2, help="in-process workers, 1-64 (default 2)"
+    )
     commands.add_parser("ingress", help="the HTTP ingress (production process)")
     commands.add_parser("worker", help="one refund worker (production process)")
     commands.add_parser("migrate", help="apply database migrations (idempotent)")
@@ -428,10 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationError as exc:
         print(f"refundctl: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except KafkaError as exc:
-        print(f"refundctl: kafka: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except GroupJoinStalled as exc:
+    except (KafkaError, GroupJoinStalled) as exc:
         print(f"refundctl: kafka: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except (OSError, asyncpg.PostgresError) as exc:

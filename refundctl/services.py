@@ -54,9 +54,10 @@ async def run_ingress_once_assigned(
     assigned_timeout_s: float,
     stop: asyncio.Event,
 ) -> None:
-    """The dev stack's ingress: started only once every in-process worker owns its
-    partitions, so /readyz does not answer 200 while nobody consumes the requests
-    (a new consumer group's first join takes seconds on some brokers)."""
+    """The dev stack's ingress: started only once every in-process worker has joined
+    the group and positioned its partitions, so /readyz does not answer 200 while
+    nobody consumes the requests (a new group's first join takes seconds on some
+    brokers)."""
 
     async def all_assigned() -> None:
         for event in assigned:
@@ -82,7 +83,7 @@ async def run_ingress_once_assigned(
             f"workers did not join the consumer group within {assigned_timeout_s:g} s"
         )
     print(
-        "refundctl dev: workers own their partitions; starting the ingress",
+        "refundctl dev: workers joined the group; starting the ingress",
         file=sys.stderr,
         flush=True,
     )

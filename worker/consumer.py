@@ -96,6 +96,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_stored(assigned)
         self._worker.joining_since = None  # a member again (possibly with nothing to do)
+        self._worker.assigned.set()
 
 
 class GroupJoinStalled(Exception):
@@ -125,7 +126,9 @@ class RefundWorker:
         # redeliveries (the database's compare-and-set would refuse them too).
         self._next_offsets: dict[TopicPartition, int] = {}
         self.batches_applied = 0
-        self.assigned = asyncio.Event()  # set once partitions are assigned and positioned
+        # Set once the worker has joined the group and its partitions (if it got any)
+        # are positioned: from then on it consumes what it owns.
+        self.assigned = asyncio.Event()
         self._tail: asyncio.Task[None] | None = None  # the last batch's replies and commit
         self.joining_since: float | None = None  # monotonic time a (re)join began
 
@@ -165,7 +168,6 @@ class RefundWorker:
             self._consumer.seek(tp, stored[tp.partition])
             self._next_offsets[tp] = stored[tp.partition]
         log.info("partitions_assigned", offsets=stored)
-        self.assigned.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._producer.start()
