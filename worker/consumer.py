@@ -95,8 +95,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_stored(assigned)
+        joining_since = self._worker.joining_since
         self._worker.joining_since = None  # a member again (possibly with nothing to do)
         self._worker.assigned.set()
+        log.info(
+            "group_joined",
+            partitions=sorted(tp.partition for tp in assigned),
+            join_ms=None
+            if joining_since is None
+            else round((time.monotonic() - joining_since) * 1000),
+        )
 
 
 class GroupJoinStalled(Exception):
@@ -170,13 +178,13 @@ class RefundWorker:
         log.info("partitions_assigned", offsets=stored)
 
     async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker_starting", group=self._kafka.consumer_group)
         await self._producer.start()
         try:
             self._consumer.subscribe([self._kafka.topics.requests], listener=_Rebalance(self))
-            self.joining_since = time.monotonic()
-            await self._consumer.start()
             try:
-                while not stop.is_set():
+                joined = await self._start_consumer(stop)
+                while joined and not stop.is_set():
                     batch = await self._consumer.getmany(
                         timeout_ms=self._settings.poll_timeout_ms,
                         max_records=self._settings.batch_records_max,
@@ -194,17 +202,46 @@ class RefundWorker:
             await self._bounded_stop(self._producer.stop(), "producer")
             log.info("worker_stopped", batches_applied=self.batches_applied)
 
+    async def _start_consumer(self, stop: asyncio.Event) -> bool:
+        """Start the consumer; whether it joined before `stop` was set. Bounded: with a
+        subscription, aiokafka's start() waits for the first partition assignment, for
+        ever if the group's rebalance is stuck; a SIGTERM meanwhile must not wait."""
+        self.joining_since = time.monotonic()
+        bound_ms = self._settings.group_join_ms_max
+        starting = asyncio.ensure_future(self._consumer.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait(
+                {starting, stopping}, timeout=bound_ms / 1000, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+        if starting.done() and not starting.cancelled():
+            starting.result()  # a Kafka failure raises here
+            return True
+        if stop.is_set():
+            log.info("worker_stopped_while_joining")
+            return False
+        raise self._join_stalled(bound_ms)
+
     def _check_join(self) -> None:
         joining_since = self.joining_since
         if joining_since is None:
             return
         waited_ms = (time.monotonic() - joining_since) * 1000
         if waited_ms > self._settings.group_join_ms_max:
-            log.error("group_join_stalled", waited_ms=round(waited_ms))
-            raise GroupJoinStalled(
-                f"no partition assignment after {waited_ms / 1000:.0f} s: the consumer"
-                " group's rebalance is stuck"
-            )
+            raise self._join_stalled(waited_ms)
+
+    @staticmethod
+    def _join_stalled(waited_ms: float) -> "GroupJoinStalled":
+        log.error("group_join_stalled", waited_ms=round(waited_ms))
+        return GroupJoinStalled(
+            f"no partition assignment after {waited_ms / 1000:.0f} s: the consumer"
+            " group's rebalance is stuck"
+        )
 
     async def _bounded_stop(self, stopping: Coroutine[Any, Any, None], what: str) -> None:
         """Stop a Kafka client, bounded: leaving a stuck group must not keep the process

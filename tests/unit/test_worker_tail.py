@@ -57,3 +57,49 @@ async def test_a_join_that_takes_longer_than_its_bound_stops_the_worker() -> Non
     refund_worker.joining_since = time.monotonic() - bound_s - 1
     with pytest.raises(GroupJoinStalled):
         refund_worker._check_join()
+
+
+class StuckConsumer:
+    """A consumer whose first join never completes (a rebalance the broker holds)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.joining = asyncio.Event()
+
+    async def start(self) -> None:
+        self.joining.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+def stuck_worker(group_join_ms_max: int) -> tuple[RefundWorker, StuckConsumer]:
+    refund_worker = worker(tail_wait_ms_max=1_000)
+    object.__setattr__(refund_worker._settings, "group_join_ms_max", group_join_ms_max)
+    consumer = StuckConsumer()
+    refund_worker._consumer = cast(Any, consumer)
+    return refund_worker, consumer
+
+
+async def test_a_first_join_that_never_completes_stops_the_worker_at_its_bound() -> None:
+    """aiokafka's start() waits for the first assignment without a bound of its own."""
+    refund_worker, consumer = stuck_worker(group_join_ms_max=50)
+    started = time.monotonic()
+    with pytest.raises(GroupJoinStalled):
+        await asyncio.wait_for(refund_worker._start_consumer(asyncio.Event()), 5)
+    assert time.monotonic() - started < 2
+    assert consumer.cancelled
+
+
+async def test_a_stop_during_the_first_join_is_honoured_at_once() -> None:
+    refund_worker, consumer = stuck_worker(group_join_ms_max=60_000)
+    stop = asyncio.Event()
+    joining = asyncio.create_task(refund_worker._start_consumer(stop))
+    await asyncio.wait_for(consumer.joining.wait(), 5)
+    started = time.monotonic()
+    stop.set()
+    assert await asyncio.wait_for(joining, 5) is False
+    assert time.monotonic() - started < 2
+    assert consumer.cancelled
