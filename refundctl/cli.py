@@ -428,8 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if since is not None and until is not None and until <= since:
         parser.error("--until must be later than --since")
     env = dict(os.environ)
-    logs.configure(config.secret_values(env))
     try:
+        logs.configure(config.secret_values(env), library_level=config.library_log_level(env))
         return asyncio.run(_run(args, env))
     except LedgerRefusal as exc:
         print(f"refundctl: refused: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ stack fills in the documented dev values (`DEV_SECRETS`).
 """
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -146,6 +147,20 @@ def _fault_points(env: Mapping[str, str]) -> Mapping[str, float]:
         return parse_fault_points(env.get("WORKER_FAULT_POINTS", ""))
     except ValueError as exc:
         raise ConfigError(f"WORKER_FAULT_POINTS: {exc}") from exc
+
+
+LIBRARY_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def library_log_level(env: Mapping[str, str]) -> int:
+    """`LIBRARY_LOG_LEVEL`: from which level the client libraries' own records are
+    logged (`info` shows aiokafka's group joins and leader elections)."""
+    raw = env.get("LIBRARY_LOG_LEVEL", "").strip().lower() or "warning"
+    if raw not in LIBRARY_LOG_LEVELS:
+        raise ConfigError(
+            f"LIBRARY_LOG_LEVEL must be one of {', '.join(LIBRARY_LOG_LEVELS)}, got {raw!r}"
+        )
+    return LIBRARY_LOG_LEVELS[raw]
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:

@@ -1,7 +1,9 @@
 """structlog set-up: one JSON line per event on stderr, secrets redacted.
 
 Processors are plain functions. `redact` blanks fields whose names say they hold a
-secret, and scrubs the configured secret values wherever they appear in a string.
+secret, and scrubs the configured secret values wherever they appear in a string. The
+client libraries' own log records (aiokafka's group joins, say) come out as JSON lines
+through the same redaction, from `library_level` up.
 """
 
 import logging
@@ -55,17 +57,48 @@ def make_redactor(secret_values: Iterable[str]) -> Processor:
     return redact
 
 
-def configure(secret_values: Iterable[str] = (), level: int = logging.INFO) -> None:
+class LibraryLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root logger's handler: the libraries' records as JSON lines on stderr."""
+
+
+def configure(
+    secret_values: Iterable[str] = (),
+    level: int = logging.INFO,
+    library_level: int = logging.WARNING,
+) -> None:
+    redact = make_redactor(secret_values)
+    timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamp,
             structlog.processors.format_exc_info,
-            make_redactor(secret_values),
+            redact,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = LibraryLogHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamp,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if isinstance(h, LibraryLogHandler)]:
+        root.removeHandler(previous)  # configured again (tests call main() repeatedly)
+    root.addHandler(handler)
+    root.setLevel(library_level)

@@ -171,6 +171,44 @@ def test_configured_logging_never_prints_a_secret(capsys: pytest.CaptureFixture[
     assert json.loads(line)["event"] == "request"
 
 
+def test_library_records_come_out_as_redacted_json_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from refundctl import config, logs
+
+    root = logging.getLogger()
+    level = root.level
+    logs.configure(
+        ["dev-scorpio-token"], library_level=config.library_log_level({"LIBRARY_LOG_LEVEL": "info"})
+    )
+    try:
+        logging.getLogger("aiokafka.consumer.group_coordinator").info(
+            "Joined group %s (token %s)", "g", "dev-scorpio-token"
+        )
+        logging.getLogger("aiokafka.consumer.group_coordinator").debug("not shown")
+        lines = capsys.readouterr().err.strip().splitlines()
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, logs.LibraryLogHandler)]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        structlog.reset_defaults()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["event"] == f"Joined group g (token {REDACTED})"
+    assert record["level"] == "info"
+    assert record["logger"] == "aiokafka.consumer.group_coordinator"
+
+
+def test_library_log_level_is_a_level_name() -> None:
+    from refundctl import config
+
+    assert config.library_log_level({}) == config.LIBRARY_LOG_LEVELS["warning"]
+    with pytest.raises(config.ConfigError, match="LIBRARY_LOG_LEVEL"):
+        config.library_log_level({"LIBRARY_LOG_LEVEL": "loud"})
+
+
 @pytest.mark.parametrize("raw", [b'{"a": "\\ud800"}', b'{"\\udfff": 1}', b'[["x\\uDBFFy"]]'])
 def test_lone_surrogates_are_refused(raw: bytes) -> None:
     with pytest.raises(jsonbody.BodyError):
