@@ -94,13 +94,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._worker.resume_from_stored(assigned)
+        offsets = await self._worker.resume_from_stored(assigned)
         joining_since = self._worker.joining_since
         self._worker.joining_since = None  # a member again (possibly with nothing to do)
         self._worker.assigned.set()
         log.info(
             "group_joined",
-            partitions=sorted(tp.partition for tp in assigned),
+            offsets=offsets,  # partition: the stored offset it resumes from
             join_ms=None
             if joining_since is None
             else round((time.monotonic() - joining_since) * 1000),
@@ -140,10 +140,11 @@ class RefundWorker:
         self._tail: asyncio.Task[None] | None = None  # the last batch's replies and commit
         self.joining_since: float | None = None  # monotonic time a (re)join began
 
-    async def resume_from_stored(self, assigned: set[TopicPartition]) -> None:
-        """Seek each assigned partition to the offset stored with the ledger."""
+    async def resume_from_stored(self, assigned: set[TopicPartition]) -> dict[int, int]:
+        """Seek each assigned partition to the offset stored with the ledger; returns
+        them by partition."""
         if not assigned:
-            return
+            return {}
         topic = self._kafka.topics.requests
         partitions = sorted(tp.partition for tp in assigned)
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -175,7 +176,7 @@ class RefundWorker:
         for tp in tps:
             self._consumer.seek(tp, stored[tp.partition])
             self._next_offsets[tp] = stored[tp.partition]
-        log.info("partitions_assigned", offsets=stored)
+        return stored
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker_starting", group=self._kafka.consumer_group)
@@ -297,10 +298,12 @@ class RefundWorker:
             )
         except Fenced:
             self.metrics.fenced.inc()
+            resumed = await self.resume_from_stored(set(batch) & self._consumer.assignment())
             log.warning(
-                "batch_fenced", first_offsets={a.partition: a.first_offset for a in advances}
+                "batch_fenced",
+                first_offsets={a.partition: a.first_offset for a in advances},
+                resumed_offsets=resumed,
             )
-            await self.resume_from_stored(set(batch) & self._consumer.assignment())
             return
         except Exception:
             # Not applied: rewind so nothing is skipped, then let the process fail.

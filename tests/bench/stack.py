@@ -176,7 +176,7 @@ class Processes:
                 path = self.log_of(name)
                 text = path.read_text(errors="replace") if path.exists() else ""
                 for line in text.splitlines():
-                    if '"partitions_assigned"' in line:
+                    if '"group_joined"' in line:
                         with contextlib.suppress(ValueError):
                             assigned = {int(p) for p in json.loads(line)["offsets"]}
                 latest.append(assigned)
