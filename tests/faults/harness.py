@@ -186,19 +186,6 @@ class Stack:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(sig)
 
-    async def group_stable(self, admin: AIOKafkaAdminClient, timeout_s: float) -> bool:
-        """Whether the workers' group is settled (no rebalance under way), waiting for
-        it at most `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        group = self.env["KAFKA_CONSUMER_GROUP"]
-        while time.monotonic() < deadline:
-            with contextlib.suppress(Exception):  # a broker hiccup: ask again
-                described = await asyncio.wait_for(admin.describe_consumer_groups([group]), 5)
-                if described[0].groups[0][2] == "Stable":
-                    return True
-            await asyncio.sleep(0.2)
-        return False
-
     async def calm(self) -> None:
         """End of the fault phase: replace every worker by one without fault points.
 
@@ -283,14 +270,28 @@ class Faults:
         two rebalances mid-batch."""
         await self.stack.start_worker()
         await asyncio.sleep(self.rng.uniform(3, 8))
-        worker = self._some_worker()
-        if worker is None or len(self.stack.workers) <= 2:
+        if len(self.stack.workers) <= 2:
             return True
-        if await self.stack.group_stable(self.admin, STABLE_WAIT_S):
-            self.stack.kill(worker, signal.SIGTERM, deliberate=True)
-        else:
+        if not await self.group_stable(STABLE_WAIT_S):
             self.stack.note("leave_skipped", reason="group not settled")
+            return True
+        worker = self._some_worker()  # chosen once settled: a live member
+        if worker is not None and len(self.stack.workers) > 2:
+            self.stack.kill(worker, signal.SIGTERM, deliberate=True)
         return True
+
+    async def group_stable(self, timeout_s: float) -> bool:
+        """Whether the workers' group is settled (no rebalance under way), waiting for
+        it at most `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        group = self.stack.env["KAFKA_CONSUMER_GROUP"]
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # a broker hiccup: ask again
+                described = await asyncio.wait_for(self.admin.describe_consumer_groups([group]), 5)
+                if described[0].groups[0][2] == "Stable":
+                    return True
+            await asyncio.sleep(0.2)
+        return False
 
     async def zombie(self) -> bool:
         """Freeze a worker past its session timeout so the group moves its partitions,

@@ -1,5 +1,6 @@
-"""A batch's tail (replies, Kafka commit) is waited for a bounded time: a revocation
-that waited on the broker's answers would hold the whole group's rebalance."""
+"""The worker's waits on the broker are bounded: a batch's tail (replies, Kafka
+commit), so a revocation does not hold the group's rebalance; and the group join, the
+first one included, so a stuck rebalance stops the process instead of silencing it."""
 
 import asyncio
 import dataclasses
