@@ -1,4 +1,6 @@
-"""Apply a batch of events to the ledger in one transaction, retrying transient faults.
+"""Apply a batch of events to the ledger in one transaction, retrying transient faults;
+and split a batch that fails for a reason that will not pass until the failing events
+stand alone (`apply_isolating`), so that no event can stop a partition.
 
 The transaction: compare-and-set the stored offsets (fencing), lock and load the rows,
 decide (pure), write the effects. Either all of it commits or none of it does.
@@ -6,17 +8,27 @@ decide (pure), write the effects. Either all of it commits or none of it does.
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 
 import asyncpg
 import structlog
 
 from schemas import CancelOutcome, CancelRequested
 from worker import ledger
-from worker.decision import decide_batch
+from worker.decision import Decision, LedgerSnapshot, decide_batch
 from worker.ledger import Fenced, OffsetAdvance
 
 log = structlog.get_logger("worker.apply")
+
+# The decision of a batch, `worker.decision.decide_batch` in production; a parameter so
+# that a test can make it raise through the front door.
+DecideBatch = Callable[
+    [list[CancelRequested], LedgerSnapshot, int], list[tuple[CancelRequested, Decision]]
+]
+
+REASON_CHARS_MAX = 500
 
 _TRANSIENT_SQLSTATES = frozenset(
     {
@@ -30,6 +42,14 @@ _TRANSIENT_SQLSTATES = frozenset(
         "53300",  # too_many_connections
     }
 )
+
+# SQLSTATE classes of a refusal caused by the data an event carries: 22 data exception
+# (a NUL or an unencodable character in a text, a number out of range), 23 integrity
+# constraint violation (23505 excepted: transient, above), 54 program limit exceeded (an
+# index row too large). Any other permanent failure (a missing table, a read-only or
+# full database, a privilege) is the environment's: the batch fails as a whole and the
+# process exits, for its supervisor to restart it once the environment is repaired.
+_EVENT_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -46,6 +66,70 @@ def backoff_s(attempt: int, cap_ms: int) -> float:
     return random.uniform(0, min(cap_ms, 20 * 2**attempt)) / 1000
 
 
+class DecisionFailed(Exception):
+    """Deciding the batch raised: a bug, deterministic for the same events and rows."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+class Cause(StrEnum):
+    """Why an event went to the dead-letter topic (the `cause` label of its metric)."""
+
+    UNDECODABLE = "undecodable"  # not a CancelRequested of a known schema version
+    CONTRACT = "contract"  # breaks its provider's contract, or names another reply topic
+    DATABASE = "database"  # the database refused it for a reason that will not pass
+    DECISION = "decision"  # deciding it raised
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An event that cannot be applied, for a reason that will not pass."""
+
+    cause: Cause
+    reason: str
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:REASON_CHARS_MAX]
+
+
+def refusal_of(exc: BaseException) -> Refusal | None:
+    """The refusal `exc` stands for when it can be the events' fault (the decision
+    raised, or the database refused their data); None when it is transient or the
+    environment's (the caller stops instead of blaming an event)."""
+    if isinstance(exc, DecisionFailed):
+        return Refusal(Cause.DECISION, _one_line(f"raised {exc}"))
+    if (
+        isinstance(exc, asyncpg.PostgresError)
+        and not is_transient(exc)
+        and exc.sqlstate[:2] in _EVENT_SQLSTATE_CLASSES
+    ):
+        return Refusal(Cause.DATABASE, _one_line(f"SQLSTATE {exc.sqlstate}: {exc}"))
+    return None
+
+
+def decide_checked(
+    decide: DecideBatch,
+    events: Sequence[CancelRequested],
+    snapshot: LedgerSnapshot,
+    now_ms: int,
+) -> list[tuple[CancelRequested, Decision]]:
+    """`decide` over `events`, checked: one decision per event, in order, each with the
+    event's own outcome. Raises DecisionFailed when it raises or breaks that."""
+    try:
+        decided = decide(list(events), snapshot, now_ms)
+        assert len(decided) == len(events), "one decision per event"
+        assert all(
+            event is mine and decision.outcome.correlation_id == mine.correlation_id
+            for (event, decision), mine in zip(decided, events, strict=True)
+        ), "each event's own decision, in order"
+    except Exception as exc:
+        raise DecisionFailed(exc) from exc
+    return decided
+
+
 async def apply_batch(
     pool: asyncpg.Pool,
     events: Sequence[CancelRequested],
@@ -56,8 +140,11 @@ async def apply_batch(
     attempts_max: int,
     backoff_ms_max: int,
     before_commit: Callable[[], Awaitable[None]] | None = None,
+    decide: DecideBatch = decide_batch,
 ) -> list[CancelOutcome]:
-    """Decide and write `events`; returns their outcomes in order. Raises Fenced.
+    """Decide and write `events`; returns their outcomes in order. Raises Fenced,
+    DecisionFailed when `decide` raises, and what the database raised when it is not
+    transient or the attempts are spent.
 
     `before_commit` runs inside the transaction once the offsets are ours (the
     compare-and-set passed) and the writes are done; it may run again on a retry."""
@@ -66,12 +153,12 @@ async def apply_batch(
             async with pool.acquire() as conn, conn.transaction():
                 await ledger.advance_offsets(conn, group, advances)
                 snapshot = await ledger.load_snapshot(conn, events)
-                decided = decide_batch(list(events), snapshot, now_ms)
+                decided = decide_checked(decide, events, snapshot, now_ms)
                 await ledger.write_decisions(conn, decided)
                 if before_commit is not None:
                     await before_commit()
             return [decision.outcome for _, decision in decided]
-        except Fenced:
+        except (Fenced, DecisionFailed):
             raise
         except Exception as exc:
             if not is_transient(exc) or attempt + 1 == attempts_max:
@@ -79,3 +166,76 @@ async def apply_batch(
             log.warning("batch_retry", attempt=attempt + 1, error=type(exc).__name__)
             await asyncio.sleep(backoff_s(attempt, backoff_ms_max))
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+# --- isolating the events a batch fails on -------------------------------------------
+
+# Applies entries [lo, hi) of a batch in one transaction, leaving out (and, where the
+# caller publishes dead letters, dead-lettering) the entries of `refused` in that range;
+# returns the outcomes of the others, in order. Raises as `apply_batch` does.
+Attempt = Callable[[int, int, Mapping[int, Refusal]], Awaitable[Sequence[CancelOutcome]]]
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What `apply_isolating` did: entries [0, settled) are committed, the others not.
+
+    `outcomes` and `refused` hold the committed entries' outcomes and refusals by entry
+    index. `stopped` is the failure that ended it early (Fenced, or one that is not the
+    events' fault), for the caller to handle; None when every entry is settled."""
+
+    outcomes: dict[int, CancelOutcome]
+    refused: dict[int, Refusal]
+    settled: int
+    attempts: int
+    stopped: BaseException | None
+
+
+async def apply_isolating(blamable: Sequence[bool], attempt: Attempt) -> Isolation:
+    """Apply entries [0, len(blamable)) in as few transactions as the failures allow.
+
+    First all of them in one transaction. A range whose transaction fails for a reason
+    an event can be blamed for (`refusal_of`) is split in two halves with as many live
+    events each (`blamable`: the entry carries an event to apply; the others are dead
+    letters already, or nothing), applied left then right, so the committed ranges stay
+    a prefix and each one's offsets compare-and-set starts where the last one ended. A
+    range with one live event that fails refuses that event and is applied again
+    without it. Anything else stops it: the committed prefix is reported, with why.
+
+    Bounded by the batch size: with k live events, at most 2k - 1 ranges are tried (a
+    binary tree with at most k leaves) and k of them again without their event; so at
+    most 3k + 1 transactions (the 1: a batch without live events)."""
+    live_total = sum(blamable)
+    attempts_max = 3 * live_total + 1
+    outcomes: dict[int, CancelOutcome] = {}
+    refused: dict[int, Refusal] = {}
+    pending = [(0, len(blamable))]  # a stack: the next range to apply is on top
+    attempts = 0
+    while pending:
+        lo, hi = pending.pop()
+        attempts += 1
+        assert attempts <= attempts_max, "the bisection is bounded by the batch size"
+        live = [i for i in range(lo, hi) if blamable[i] and i not in refused]
+        try:
+            applied = await attempt(lo, hi, {i: refused[i] for i in range(lo, hi) if i in refused})
+        except Exception as exc:
+            refusal = None if isinstance(exc, Fenced) else refusal_of(exc)
+            if refusal is None or not live:  # not the events' fault, or nobody's to blame
+                return Isolation(outcomes, _below(refused, lo), lo, attempts, exc)
+            if len(live) == 1:
+                refused[live[0]] = refusal
+                log.warning("event_isolated", entry=live[0], cause=refusal.cause.value)
+                pending.append((lo, hi))
+            else:
+                middle = live[len(live) // 2]  # both halves keep at least one live event
+                pending += [(middle, hi), (lo, middle)]
+            continue
+        assert len(applied) == len(live), "one outcome per live event"
+        outcomes.update(zip(live, applied, strict=True))
+        assert not pending or pending[-1][0] == hi, "ranges are applied in order"
+    return Isolation(outcomes, refused, len(blamable), attempts, None)
+
+
+def _below(refused: dict[int, Refusal], settled: int) -> dict[int, Refusal]:
+    """The refusals committed: those of entries before `settled`."""
+    return {i: refusal for i, refusal in refused.items() if i < settled}

@@ -10,8 +10,9 @@ while the next batch is applied (one such tail at a time).
 
 import asyncio
 import contextlib
+import re
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from schemas import CancelOutcome, CancelRequested
+from schemas import CancelOutcome, CancelRequested, Provider
 from schemas.transport import (
     HEADER_CORRELATION_ID,
     HEADER_DEAD_LETTER_REASON,
@@ -34,7 +35,8 @@ from schemas.transport import (
     encode,
 )
 from worker import ledger
-from worker.apply import apply_batch
+from worker.apply import Cause, DecideBatch, Refusal, apply_batch, apply_isolating
+from worker.decision import decide_batch
 from worker.faults import FaultInjector
 from worker.ledger import Fenced, OffsetAdvance
 from worker.metrics import WorkerMetrics
@@ -48,6 +50,15 @@ REASON_CHARS_MAX = 500
 @dataclass(frozen=True)
 class DeadLetter:
     record: ConsumerRecord[bytes, bytes]
+    cause: Cause
+    reason: str
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A record the worker will not apply, and why (before any transaction)."""
+
+    cause: Cause
     reason: str
 
 
@@ -55,24 +66,111 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def decode_batch(
-    records: Sequence[ConsumerRecord[bytes, bytes]],
-) -> tuple[list[CancelRequested], list[DeadLetter]]:
-    """Split records into events and dead letters (with the reason)."""
-    events: list[CancelRequested] = []
-    dead: list[DeadLetter] = []
-    for record in records:
-        if record.value is None:
-            dead.append(DeadLetter(record, "empty record"))
-            continue
-        try:
-            events.append(decode_request(record.value))
-        except pydantic.ValidationError as exc:
-            reason = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _texts(event: CancelRequested) -> Iterator[tuple[str, str]]:
+    """Every text an event carries, with its field's name."""
+    yield "correlation_id", event.correlation_id
+    yield "cancel_id", event.cancel_id
+    yield "request_digest", event.request_digest
+    yield "reply_to.topic", event.reply_to.topic
+    if event.player is not None:
+        yield "player", event.player
+    if event.currency is not None:
+        yield "currency", event.currency
+    for item in event.items:
+        yield "items.bet_tx", item.bet_tx
+        if item.round_id is not None:
+            yield "items.round_id", item.round_id
+
+
+def contract_violation(event: CancelRequested, reply_topic: str) -> str | None:
+    """What `event` lacks that its provider's contract carries, or None when it carries
+    it all (SPEC "Outcomes" and the seeds): its outcome must go to the reply topic the
+    ingress reads; a Naga cancel names only the bet (the worker takes player, amount and
+    currency from the recorded bet) but may name them; the others name the player and
+    every item's amount, and the currency, which HPGames may omit (seed 4.8.1: the
+    worker uses the debit's currency). And no text may hold a control character (SPEC:
+    what the ledger cannot hold is refused at the door; the worker does not trust the
+    topic's writers to have done so). Pure."""
+    for name, text in _texts(event):
+        if _CONTROL.search(text) is not None:
+            return f"a control character in {name}"
+    if event.reply_to.topic != reply_topic:
+        return f"reply_to.topic {event.reply_to.topic[:64]!r} is not the reply topic"
+    if event.provider is Provider.NAGA:
+        return None
+    missing = [
+        name
+        for name, absent in (
+            ("player", event.player is None),
+            ("currency", event.currency is None and event.provider is not Provider.HPGAMES),
+            ("items.amount", any(item.amount is None for item in event.items)),
+        )
+        if absent
+    ]
+    if missing:
+        return f"a {event.provider.value} cancel without {', '.join(missing)}"
+    return None
+
+
+def decode_record(
+    record: ConsumerRecord[bytes, bytes], reply_topic: str
+) -> CancelRequested | Undecodable:
+    """The event a record carries, or why the worker will not apply it. Never raises:
+    whatever a record holds, it cannot stop the partition."""
+    if record.value is None:
+        return Undecodable(Cause.UNDECODABLE, "empty record")
+    try:
+        event = decode_request(record.value)
+    except pydantic.ValidationError as exc:
+        reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        return Undecodable(Cause.UNDECODABLE, reason[:REASON_CHARS_MAX])
+    except Exception as exc:  # a validator that raised something else: still the record's
+        return Undecodable(Cause.UNDECODABLE, f"{type(exc).__name__}: {exc}"[:REASON_CHARS_MAX])
+    violation = contract_violation(event, reply_topic)
+    if violation is not None:
+        return Undecodable(Cause.CONTRACT, violation[:REASON_CHARS_MAX])
+    return event
+
+
+def _source(record: ConsumerRecord[bytes, bytes]) -> str:
+    """Where a record sits: `<topic>:<partition>:<offset>` (a dead letter's `source`)."""
+    return f"{record.topic}:{record.partition}:{record.offset}"
+
+
+class _BatchPlan:
+    """The offsets a range of a batch's records advances, per partition. The records are
+    in (partition, offset) order; a range's advance of a partition ends where the next
+    record of that partition in the batch begins, so consecutive ranges chain: each
+    one's compare-and-set starts where the last one's ended."""
+
+    def __init__(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        keys = [(r.topic, r.partition, r.offset) for r in records]
+        assert keys == sorted(set(keys)), "records in (partition, offset) order, once each"
+        self._records = records
+        # The offset after each record in its partition: the next record's in the batch
+        # (the same as its own + 1 unless the log has a gap), or its own + 1 for the last.
+        self._next = [r.offset + 1 for r in records]
+        for i in range(len(records) - 1):
+            here, there = records[i], records[i + 1]
+            if (here.topic, here.partition) == (there.topic, there.partition):
+                self._next[i] = there.offset
+
+    def advances(self, lo: int, hi: int | None = None) -> list[OffsetAdvance]:
+        """The advances of records [lo, hi) (hi: the end of the batch)."""
+        found: dict[tuple[str, int], OffsetAdvance] = {}
+        for i in range(lo, len(self._records) if hi is None else hi):
+            r = self._records[i]
+            first = found.get((r.topic, r.partition))
+            found[(r.topic, r.partition)] = OffsetAdvance(
+                r.topic,
+                r.partition,
+                r.offset if first is None else first.first_offset,
+                self._next[i],
             )
-            dead.append(DeadLetter(record, reason[:REASON_CHARS_MAX]))
-    return events, dead
+        return list(found.values())
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -114,9 +212,15 @@ class GroupJoinStalled(Exception):
 
 class RefundWorker:
     def __init__(
-        self, settings: WorkerSettings, pool: asyncpg.Pool, metrics: WorkerMetrics | None = None
+        self,
+        settings: WorkerSettings,
+        pool: asyncpg.Pool,
+        metrics: WorkerMetrics | None = None,
+        *,
+        decide: DecideBatch = decide_batch,
     ) -> None:
         self._settings = settings
+        self._decide = decide  # the pure decision; a test may pass one that raises
         self.metrics = metrics or WorkerMetrics()
         self._faults = FaultInjector(settings.fault_points, settings.fault_seed)
         self._kafka = settings.kafka
@@ -264,56 +368,128 @@ class RefundWorker:
         if not batch:
             return
         records = [record for tp in sorted(batch) for record in batch[tp]]
-        advances = [
-            OffsetAdvance(tp.topic, tp.partition, batch[tp][0].offset, batch[tp][-1].offset + 1)
-            for tp in sorted(batch)
-            if batch[tp]
-        ]
-        events, dead = decode_batch(records)
-        dead_lettered = False
+        plan = _BatchPlan(records)
+        decoded = [decode_record(record, self._kafka.topics.replies) for record in records]
+        sent: set[int] = set()  # entries dead-lettered by this call (a retry sends no copy)
 
-        async def before_commit() -> None:
-            """Dead letters land once the offsets are ours (a fenced batch sends none)
-            and before they are committed past (a crash sends them again: at least once,
-            told apart by their source header)."""
-            nonlocal dead_lettered
-            if dead and not dead_lettered:
-                await self._dead_letter(dead)
-                self.metrics.dead_letters.inc(len(dead))
-                dead_lettered = True
-            if self._settings.fault_points:
-                self._faults.before_commit()
+        async def attempt(
+            lo: int, hi: int, refused: Mapping[int, Refusal]
+        ) -> Sequence[CancelOutcome]:
+            """Entries [lo, hi) in one transaction: their events but the refused ones,
+            and the others' dead letters."""
+            letters: list[tuple[int, DeadLetter]] = []
+            events: list[CancelRequested] = []
+            for i in range(lo, hi):
+                entry = decoded[i]
+                if isinstance(entry, Undecodable):
+                    letters.append((i, DeadLetter(records[i], entry.cause, entry.reason)))
+                elif i in refused:
+                    letters.append((i, DeadLetter(records[i], refused[i].cause, refused[i].reason)))
+                else:
+                    events.append(entry)
 
-        applying = time.perf_counter()
-        try:
-            outcomes = await apply_batch(
+            async def before_commit() -> None:
+                """Dead letters land once the offsets are ours (a fenced batch sends
+                none) and before they are committed past (a crash sends them again: at
+                least once, told apart by their source header)."""
+                unsent = [(i, letter) for i, letter in letters if i not in sent]
+                if unsent:
+                    await self._dead_letter([letter for _, letter in unsent])
+                    sent.update(i for i, _ in unsent)
+                if self._settings.fault_points:
+                    self._faults.before_commit()
+
+            return await apply_batch(
                 self._pool,
                 events,
                 group=self._kafka.consumer_group,
-                advances=advances,
+                advances=plan.advances(lo, hi),
                 now_ms=now_ms(),
                 attempts_max=self._settings.apply_attempts_max,
                 backoff_ms_max=self._settings.apply_backoff_ms_max,
                 before_commit=before_commit,
+                decide=self._decide,
             )
-        except Fenced:
+
+        applying = time.perf_counter()
+        isolation = await apply_isolating(
+            [isinstance(entry, CancelRequested) for entry in decoded], attempt
+        )
+        applied = time.perf_counter()
+        settled = isolation.settled
+        if isolation.attempts > 1:
+            self.metrics.isolating_batches.inc()
+            log.warning(
+                "batch_isolated",
+                transactions=isolation.attempts,
+                settled=f"{settled}/{len(records)}",
+                refused=[
+                    {
+                        "source": _source(records[i]),
+                        "cause": refusal.cause.value,
+                        "reason": refusal.reason,
+                    }
+                    for i, refusal in sorted(isolation.refused.items())[:5]
+                ],
+            )
+        if settled > 0:
+            assert len(isolation.outcomes) == sum(
+                isinstance(entry, CancelRequested) and i not in isolation.refused
+                for i, entry in enumerate(decoded[:settled])
+            ), "every committed event has its outcome"
+            self._committed(
+                records[:settled],
+                [
+                    (event, isolation.outcomes[i])
+                    for i in sorted(isolation.outcomes)
+                    if isinstance(event := decoded[i], CancelRequested)
+                ],
+                [
+                    entry.cause if isinstance(entry, Undecodable) else isolation.refused[i].cause
+                    for i, entry in enumerate(decoded[:settled])
+                    if isinstance(entry, Undecodable) or i in isolation.refused
+                ],
+                plan.advances(0, settled),
+                applied - applying,
+                started,
+            )
+        stopped = isolation.stopped
+        if stopped is None:
+            return
+        if isinstance(stopped, Fenced):
             self.metrics.fenced.inc()
             resumed = await self.resume_from_stored(set(batch) & self._consumer.assignment())
             log.warning(
                 "batch_fenced",
-                first_offsets={a.partition: a.first_offset for a in advances},
+                first_offsets={a.partition: a.first_offset for a in plan.advances(settled)},
                 resumed_offsets=resumed,
             )
             return
-        except Exception:
-            # Not applied: rewind so nothing is skipped, then let the process fail.
-            for tp in batch:
-                if tp in self._consumer.assignment():
-                    self._consumer.seek(tp, batch[tp][0].offset)
-            raise
-        applied = time.perf_counter()
-        self.metrics.transaction_seconds.observe(applied - applying)
+        # Not applied: rewind to what was not committed so nothing is skipped, then let
+        # the process fail (a failure that is not an event's: the environment's, or a
+        # transient one that outlasted its retries).
+        for advance in plan.advances(settled):
+            tp = TopicPartition(advance.topic, advance.partition)
+            if tp in self._consumer.assignment():
+                self._consumer.seek(tp, advance.first_offset)
+        raise stopped
+
+    def _committed(
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        applied: Sequence[tuple[CancelRequested, CancelOutcome]],
+        dead_letters: Sequence[Cause],
+        advances: Sequence[OffsetAdvance],
+        apply_s: float,
+        started: float,
+    ) -> None:
+        """Account for the committed part of a batch, and start its tail."""
+        events = [event for event, _ in applied]
+        outcomes = [outcome for _, outcome in applied]
+        self.metrics.transaction_seconds.observe(apply_s)
         self.metrics.batch_events.observe(len(records))
+        for cause in dead_letters:
+            self.metrics.dead_letters.labels(cause.value).inc()
         for advance in advances:
             tp = TopicPartition(advance.topic, advance.partition)
             self._next_offsets[tp] = advance.next_offset
@@ -336,12 +512,12 @@ class RefundWorker:
                 advances,
                 {
                     "events": len(events),
-                    "dead_letters": len(dead),
+                    "dead_letters": len(dead_letters),
                     "refunded": sum(o.outcome.moves_money and not o.replayed for o in outcomes),
                     "replayed": sum(o.replayed for o in outcomes),
                     "partitions": [a.partition for a in advances],
                     "correlation_ids": [e.correlation_id for e in events[:20]],
-                    "apply_ms": round((applied - applying) * 1000, 2),
+                    "apply_ms": round(apply_s * 1000, 2),
                 },
                 started,
             )
@@ -454,11 +630,8 @@ class RefundWorker:
                 key=letter.record.key,
                 headers=[
                     *letter.record.headers,
-                    (HEADER_DEAD_LETTER_REASON, letter.reason.encode()),
-                    (
-                        HEADER_SOURCE,
-                        f"{letter.record.topic}:{letter.record.partition}:{letter.record.offset}".encode(),
-                    ),
+                    (HEADER_DEAD_LETTER_REASON, f"{letter.cause}: {letter.reason}".encode()),
+                    (HEADER_SOURCE, _source(letter.record).encode()),
                 ],
             )
             for letter in dead
@@ -466,7 +639,11 @@ class RefundWorker:
         # They must land before the offsets move past them; if they cannot, the batch
         # (a transaction still open) fails and is retried.
         await asyncio.wait_for(asyncio.gather(*sends), self._settings.dead_letter_timeout_ms / 1000)
-        log.warning("dead_lettered", count=len(dead), reasons=[d.reason for d in dead[:5]])
+        log.warning(
+            "dead_lettered",
+            count=len(dead),
+            reasons=[f"{_source(d.record)} {d.cause}: {d.reason}" for d in dead[:5]],
+        )
 
 
 async def run_worker(

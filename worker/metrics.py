@@ -29,7 +29,17 @@ class WorkerMetrics:
         )
         self.dead_letters = Counter(
             "refund_worker_dead_letters",
-            "Events sent to the dead-letter topic",
+            "Events sent to the dead-letter topic, by cause: undecodable (not a"
+            " CancelRequested), contract (breaks its provider's contract or names another"
+            " reply topic), database (the database refused it), decision (deciding it"
+            " raised: a bug)",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.isolating_batches = Counter(
+            "refund_worker_isolating_batches",
+            "Batches that failed for a reason that will not pass and were split until the"
+            " failing events stood alone",
             registry=self.registry,
         )
         self.fenced = Counter(

@@ -7,11 +7,16 @@ starts, so the replay is bounded even while providers keep sending. Events go th
 advance: the worker's stored offsets are not touched. A cancel that was applied
 before gets its stored outcome back (`already_applied`) and moves no money; so a replay
 is idempotent, and a second one changes nothing. Replies are not published: nobody waits
-for them. Undecodable records (the worker dead-lettered them) and a cancel id reused for
-other content (refused `invalid`, stored nowhere) count as `failed`.
+for them. Records the worker dead-letters without applying (undecodable, or breaking
+their provider's contract), a cancel id reused for other content (refused `invalid`,
+stored nowhere), and an event the batch fails on for a reason that will not pass (the
+database refuses it, or its decision raises: isolated as the worker isolates it, the
+others applied, logged as `replay_event_failed` with its source) count as `failed`.
+A replay publishes no dead letters: the worker did, when it consumed them.
 
-A dry run takes the same locks, loads the same rows and makes the same decisions in a
-transaction that is rolled back: no writes, no publishing. Decisions carry over from one
+A dry run takes the same locks, loads the same rows, makes the same decisions and
+writes them in a transaction that is rolled back (so what the database would refuse
+fails there too): nothing kept, nothing published. Decisions carry over from one
 batch to the next in memory, so a retry later in the range is counted as the worker
 would count it.
 
@@ -27,19 +32,29 @@ are selected. `until` is always found while reading (no lookup needed).
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 import asyncpg
+import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnsupportedVersionError
 from aiokafka.structs import ConsumerRecord
 
-from schemas import CancelRequested, Outcome
+from schemas import CancelOutcome, CancelRequested, Outcome
 from worker import ledger
-from worker.apply import apply_batch, backoff_s, is_transient
-from worker.consumer import decode_batch
+from worker.apply import (
+    DecideBatch,
+    DecisionFailed,
+    Refusal,
+    apply_batch,
+    apply_isolating,
+    backoff_s,
+    decide_checked,
+    is_transient,
+)
+from worker.consumer import Undecodable, decode_record
 from worker.decision import (
     Account,
     Bet,
@@ -62,6 +77,8 @@ from worker.status import (
     standalone_consumer,
     topic_partitions,
 )
+
+log = structlog.get_logger("worker.replay")
 
 POLL_TIMEOUT_MS = 200
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -315,33 +332,52 @@ def _now_ms() -> int:
 
 
 class _Applier:
-    def __init__(self, pool: asyncpg.Pool, settings: WorkerSettings, dry_run: bool) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: WorkerSettings, dry_run: bool, decide: DecideBatch
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self._dry_run = dry_run
+        self._decide = decide
         self._carry = _DryRunCarry()
 
-    async def apply(self, events: Sequence[CancelRequested], counts: ReplayCounts) -> None:
-        if self._dry_run:
-            decided = await self._decide_rolled_back(events)
-            for _, decision in decided:
-                if decision.store:
-                    counts.applied += 1
-                elif decision.outcome.replayed:
-                    counts.already_applied += 1
-                else:
-                    counts.failed += 1
-            return
-        outcomes = await apply_batch(
-            self._pool,
-            events,
-            group=self._settings.kafka.consumer_group,
-            advances=[],  # the worker's stored offsets stay as they are
-            now_ms=_now_ms(),
-            attempts_max=self._settings.apply_attempts_max,
-            backoff_ms_max=self._settings.apply_backoff_ms_max,
-        )
-        for outcome in outcomes:
+    async def apply(
+        self, entries: Sequence[tuple[Record, CancelRequested]], counts: ReplayCounts
+    ) -> None:
+        """Apply (or, in a dry run, try and roll back) `entries` as the worker does: a
+        failure that will not pass is isolated by splitting (`apply_isolating`), the
+        event it stands on counts as failed, and the others are applied."""
+
+        async def attempt(
+            lo: int, hi: int, refused: Mapping[int, Refusal]
+        ) -> Sequence[CancelOutcome]:
+            events = [event for i, (_, event) in enumerate(entries[lo:hi], lo) if i not in refused]
+            if self._dry_run:
+                return [decision.outcome for _, decision in await self._rolled_back(events)]
+            return await apply_batch(
+                self._pool,
+                events,
+                group=self._settings.kafka.consumer_group,
+                advances=[],  # the worker's stored offsets stay as they are
+                now_ms=_now_ms(),
+                attempts_max=self._settings.apply_attempts_max,
+                backoff_ms_max=self._settings.apply_backoff_ms_max,
+                decide=self._decide,
+            )
+
+        isolation = await apply_isolating([True] * len(entries), attempt)
+        if isolation.stopped is not None:
+            raise isolation.stopped
+        for i, refusal in sorted(isolation.refused.items()):
+            record = entries[i][0]
+            log.warning(
+                "replay_event_failed",
+                source=f"{record.topic}:{record.partition}:{record.offset}",
+                cause=refusal.cause.value,
+                reason=refusal.reason,
+            )
+        counts.failed += len(isolation.refused)
+        for outcome in isolation.outcomes.values():
             if outcome.replayed:
                 counts.already_applied += 1
             elif outcome.outcome is Outcome.INVALID:  # only a reused cancel id is invalid
@@ -349,10 +385,11 @@ class _Applier:
             else:
                 counts.applied += 1
 
-    async def _decide_rolled_back(
+    async def _rolled_back(
         self, events: Sequence[CancelRequested]
     ) -> list[tuple[CancelRequested, Decision]]:
-        """apply_batch's lock, load and decide, in a transaction that is rolled back."""
+        """apply_batch's lock, load, decide and write, in a transaction that is rolled
+        back (the writes too, so that what the database would refuse fails here too)."""
         attempts_max = self._settings.apply_attempts_max
         for attempt in range(attempts_max):
             try:
@@ -362,11 +399,14 @@ class _Applier:
                     try:
                         snapshot = await ledger.load_snapshot(conn, events)
                         self._carry.overlay(snapshot, events)
-                        decided = decide_batch(list(events), snapshot, _now_ms())
+                        decided = decide_checked(self._decide, events, snapshot, _now_ms())
+                        await ledger.write_decisions(conn, decided)
                     finally:
                         await transaction.rollback()
                 self._carry.remember(decided, snapshot)
                 return decided
+            except DecisionFailed:
+                raise
             except Exception as exc:
                 if not is_transient(exc) or attempt + 1 == attempts_max:
                     raise
@@ -380,8 +420,10 @@ async def replay(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    decide: DecideBatch = decide_batch,
 ) -> ReplayReport:
-    """Replay the request topic's records in `window` (see the module docstring)."""
+    """Replay the request topic's records in `window` (see the module docstring).
+    `decide` is the worker's decision (a test may pass one that raises)."""
     kafka = settings.kafka
     topic = kafka.topics.requests
     partitions = (await topic_partitions(kafka, [topic]))[topic]
@@ -405,8 +447,8 @@ async def replay(
                 starts, how = {tp: bounds[tp][0] for tp in tps}, "beginning"
             else:
                 starts, how = await start_offsets(consumer, bounds, window.since_ms)
-            applier = _Applier(pool, settings, dry_run)
-            pending: list[CancelRequested] = []
+            applier = _Applier(pool, settings, dry_run, decide)
+            pending: list[tuple[Record, CancelRequested]] = []
             async for records in read_range(
                 consumer,
                 {tp: (starts[tp], bounds[tp][1]) for tp in tps},
@@ -414,10 +456,13 @@ async def replay(
                 max_records=batch_max,
                 progress=progress,
             ):
-                events, dead = decode_batch(records)
                 counts.events += len(records)
-                counts.failed += len(dead)
-                pending.extend(events)
+                for record in records:
+                    decoded = decode_record(record, kafka.topics.replies)
+                    if isinstance(decoded, Undecodable):
+                        counts.failed += 1  # the worker dead-lettered it
+                    else:
+                        pending.append((record, decoded))
                 while len(pending) >= batch_max:
                     await applier.apply(pending[:batch_max], counts)
                     del pending[:batch_max]
