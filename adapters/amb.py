@@ -9,6 +9,13 @@ Answers are HTTP 200 with AMB's numeric `statusCode`, except failed authenticati
 401). Success carries every field of the seed's response; refusals carry the seed's fail
 shape (`id`, `statusCode`, `productId`, `timestampMillis`) plus `balanceBefore` and
 `balanceAfter` when the worker knows the player's balance.
+
+Tolerant reader: fields the seed does not list, in the body or in a `txns[]` item, are
+accepted and ignored (counted for the ingress's metric; Basic credentials cover no part
+of the body either way). Listed strings follow the one text rule (no control
+characters, at most 256 characters). Credentials are checked before anything else,
+the body's size included: a body over 1 MiB without valid credentials is answered
+30001 (HTTP 401), with them 40003 (`too_large`).
 """
 
 import base64
@@ -114,6 +121,7 @@ class AmbCancel:
     timestamp_ms: int
     txns: tuple[AmbTxn, ...]
     received_at_ms: int
+    unknown_fields: int = 0  # fields the seed does not list (body and txns), ignored
 
 
 def basic_auth_header(username: str, api_key: str) -> str:
@@ -140,7 +148,8 @@ def verify(authorization: str | None, config: AmbConfig) -> bool:
     return username_ok & api_key_ok  # both compared, whichever fails
 
 
-def _txns(body: Mapping[str, Any], currency: str) -> tuple[AmbTxn, ...]:
+def _txns(body: Mapping[str, Any], currency: str) -> tuple[tuple[AmbTxn, ...], int]:
+    """The tips, and how many fields the seed does not list they carry (ignored)."""
     raw = body.get("txns")
     if raw is None:
         raise jsonbody.BodyError("missing field 'txns'")
@@ -150,9 +159,10 @@ def _txns(body: Mapping[str, Any], currency: str) -> tuple[AmbTxn, ...]:
         raise jsonbody.BodyError(f"field 'txns' must have 1 to {ITEMS_MAX} items")
     txns: list[AmbTxn] = []
     seen: set[str] = set()
+    unknown = 0
     for item in raw:
         txn = jsonbody.require_object(item, "txn")
-        jsonbody.refuse_unknown(txn, TXN_FIELDS, "txn")
+        unknown += jsonbody.unknown_fields(txn, TXN_FIELDS)
         txn_id = jsonbody.required_string(txn, "id")
         if jsonbody.required_string(txn, "status") != TXN_STATUS_REFUND:
             raise jsonbody.BodyError(f"txn status must be {TXN_STATUS_REFUND!r}")
@@ -162,12 +172,12 @@ def _txns(body: Mapping[str, Any], currency: str) -> tuple[AmbTxn, ...]:
             raise jsonbody.BodyError("duplicate txn id")
         seen.add(txn_id)
         txns.append(AmbTxn(id=txn_id, round_id=round_id, bet_amount=amount))
-    return tuple(txns)
+    return tuple(txns), unknown
 
 
 def parse(body: Mapping[str, Any], now_ms: int) -> AmbCancel:
-    """Validate an authenticated body's fields; raises BodyError or MoneyError."""
-    jsonbody.refuse_unknown(body, FIELDS)
+    """Validate an authenticated body's listed fields (others are ignored); raises
+    BodyError or MoneyError."""
     request_id = jsonbody.required_string(body, "id")
     product_id = jsonbody.required_string(body, "productId")
     username = jsonbody.required_string(body, "username")
@@ -175,14 +185,16 @@ def parse(body: Mapping[str, Any], now_ms: int) -> AmbCancel:
     timestamp_ms = epoch_ms(jsonbody.integer(body, "timestampMillis"))
     if not within_skew(timestamp_ms, now_ms):
         raise jsonbody.BodyError("timestampMillis too far from the server clock")
+    txns, unknown_in_txns = _txns(body, currency)
     return AmbCancel(
         request_id=request_id,
         product_id=product_id,
         currency=currency,
         username=username,
         timestamp_ms=timestamp_ms,
-        txns=_txns(body, currency),
+        txns=txns,
         received_at_ms=now_ms,
+        unknown_fields=jsonbody.unknown_fields(body, FIELDS) + unknown_in_txns,
     )
 
 
@@ -260,11 +272,19 @@ def now_ms() -> int:
 
 
 def refused_unread() -> Response:
-    """The answer to a body the ingress refuses unread (over 1 MiB): invalid request.
+    """The answer to a body the ingress refuses unread: invalid request.
 
     The one impure function here: with no request, "responding time" is the clock's.
     """
     return reply(STATUS_FORBIDDEN, now_ms())
+
+
+def too_large(headers: Mapping[str, str], received_at_ms: int, config: AmbConfig) -> Response:
+    """The answer to a body over 1 MiB, read no further: credentials first (30001, HTTP
+    401, without valid ones, as for any request), then the refusal (40003)."""
+    if not verify(headers.get(AUTHORIZATION_HEADER), config):
+        return reply(STATUS_INVALID_TOKEN, received_at_ms, http_status=401)
+    return reply(STATUS_FORBIDDEN, received_at_ms)
 
 
 def accept(request: Request, envelope: Envelope, config: AmbConfig) -> Accepted | Response:
@@ -282,7 +302,7 @@ def accept(request: Request, envelope: Envelope, config: AmbConfig) -> Accepted 
     except (jsonbody.BodyError, MoneyError, ValidationError):
         request_id, product_id = _echo(body)
         return reply(STATUS_FORBIDDEN, now, request_id=request_id, product_id=product_id)
-    return Accepted(events=(event,), parsed=cancel)
+    return Accepted(events=(event,), parsed=cancel, unknown_fields=cancel.unknown_fields)
 
 
 def render(accepted: Accepted, outcomes: Outcomes) -> Response:
@@ -326,5 +346,6 @@ def routes(secrets: ProviderSecrets) -> list[Route]:
             accept=partial(accept, config=config),
             render=render,
             invalid=refused_unread,
+            refuse_too_large=partial(too_large, config=config),
         ),
     ]

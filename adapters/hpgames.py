@@ -13,16 +13,21 @@ Decisions where the seed and the spec are silent (or disagree):
 - Error codes (`ERROR_*`) are ours: HPGames refers to "predefined Error Codes" but we
   found no public list (its overview only shows 1005 "Insufficient balance"). Agree the
   numbers with HPGames at integration; they are defined here and nowhere else.
-- `currency` is optional in the seed, but the spec requires amount and currency to match
-  the debit, so a request without a currency is refused as invalid (HPGames' newer
-  wallet documentation marks it required).
+- `currency` is optional (seed 4.8.1, spec). Without it (absent or null) the event
+  carries no currency and the worker takes the debit's: an amount that is not the
+  debit's, in the debit's currency (more decimals than that currency has included), is
+  an amount mismatch (errorCode 6). With it, it must be an ISO-4217 code, and an amount
+  with more decimals than that currency has is invalid at once (errorCode 2).
 - The seed's flattened table reads "createdDatetime"; HPGames' table has the field
   `created` of type Datetime, and the seed's own example carries neither. We do not use
   it, so either name is accepted, optional, and must be a string when present.
 - `authToken` is required (seed) but not checked: a cancel must go through after the
   game session has ended.
-- JSON null for an optional field (`gameId`, `created`) counts as absent (Java clients
-  often write nulls). Unknown fields are refused.
+- JSON null for an optional field (`gameId`, `created`, `currency`) counts as absent
+  (Java clients often write nulls). Fields the seed does not list are accepted and
+  ignored (tolerant reader; counted for the ingress's metric), in a request, a bulk
+  body and a bulk's items alike. Listed strings follow the one text rule (no control
+  characters, at most 256 characters).
 - `timestamp` is milliseconds per the seed, seconds in its example: both are read
   (`contract.epoch_ms`) and must be within 300 s of the server clock.
 - Missing or mistyped hash inputs are an invalid request (errorCode 2); a wrong hash or
@@ -33,25 +38,39 @@ Decisions where the seed and the spec are silent (or disagree):
 - An error answered before the worker (bad body, bad hash) still carries every mandatory
   field: balance 0, `currency` and `transactionId` echoed when the request had usable
   values, otherwise "".
-- Bulk: each item is authenticated and validated on its own and answered in request
-  order. An item repeating an earlier item's `transactionId` with the same content is
-  the same cancel and gets the same answer (one event); with other content it is refused
-  as invalid. When every item is refused, the answer goes out at once, nothing is
-  published. A body that is not `{"cancelDebitRequests": [1..BULK_ITEMS_MAX items]}` is
-  answered with one error object in the single-response shape (still HTTP 200).
+- Replay defence: the hash covers neither `transactionId` (our cancel id) nor the
+  amount, player or currency, so a captured request could be sent again within its
+  300 s window under new `transactionId`s and store forged outcomes under cancel ids
+  HPGames will use later. A `hash` already seen with one `transactionId` is refused as
+  an authentication failure (errorCode 3) when it comes with another, while its
+  timestamp can still pass; the same `transactionId` again is a retry and passes. The
+  seen hashes live in a `SeenHashes` the I/O layer creates and passes in, bounded by
+  `SEEN_HASHES_ENTRIES_MAX` (oldest dropped first). It is per ingress instance: a
+  replay sent to another instance is not caught there.
+- Bulk: at most `BULK_ITEMS_MAX` (1,000) items. Each item is authenticated and
+  validated on its own and answered in request order. An item repeating an earlier
+  item's `transactionId` with the same content is the same cancel and gets the same
+  answer (one event); with other content it is refused as invalid. When every item is
+  refused, the answer goes out at once, nothing is published; when no item even
+  authenticates, the answer is one error object (errorCode 3, or 2 when no item could be
+  checked at all) in the bulk shape, so junk does not buy an answer per item. A body
+  that is not `{"cancelDebitRequests": [1..BULK_ITEMS_MAX items]}` is answered with one
+  error object in the bulk shape (still HTTP 200).
 """
 
 import hashlib
 import hmac
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard
 
 from adapters import jsonbody
 from adapters.contract import (
+    TIMESTAMP_SKEW_MAX_MS,
     Accepted,
     Envelope,
     Outcomes,
@@ -76,7 +95,14 @@ from schemas import (
 
 PATH_CANCEL = "/hpgames/cancelDebit"
 PATH_BULK_CANCEL = "/hpgames/bulkCancelDebit"
-BULK_ITEMS_MAX = 5000  # a bulk body is also bounded by the 1 MiB body limit
+BULK_ITEMS_MAX = 1000  # items of one bulk request; more are refused as invalid
+# What a bulk body may hold before it is parsed (counted over its bytes): per item, a
+# request object and a few nested values of fields the seed does not list.
+BULK_CONTAINERS_MAX = 4 * BULK_ITEMS_MAX
+BULK_COMMAS_MAX = 32 * BULK_ITEMS_MAX
+# Hashes remembered by one ingress instance for the replay defence (about 250 bytes
+# each): at this size, 100,000 HPGames cancels per 10 minutes.
+SEEN_HASHES_ENTRIES_MAX = 100_000
 
 # Our error codes (invented, see the module docstring), and their texts.
 ERROR_NONE = 0
@@ -119,11 +145,10 @@ _REQUIRED_STRINGS = (
     "hash",
     "playerId",
     "authToken",
-    "currency",  # optional in the seed, required here (module docstring)
 )
-_OPTIONAL_STRINGS = ("created", "createdDatetime")
+_OPTIONAL_STRINGS = ("created", "createdDatetime")  # currency: optional, read on its own
 _NUMBER_FIELDS = ("timestamp", "amount", "gameId")
-FIELDS = frozenset(_REQUIRED_STRINGS + _OPTIONAL_STRINGS + _NUMBER_FIELDS)
+FIELDS = frozenset(_REQUIRED_STRINGS + _OPTIONAL_STRINGS + _NUMBER_FIELDS + ("currency",))
 BULK_FIELDS = frozenset({"cancelDebitRequests"})
 
 
@@ -145,10 +170,11 @@ class HPGamesCancel:
     transaction_id_to_cancel: str  # the debit to cancel: our bet tx
     bet_id_to_cancel: str
     player_id: str
-    currency: str
+    currency: str | None  # None: not named; the worker takes the debit's
     amount: Decimal
     timestamp_ms: int
     game_id: int | None
+    unknown_fields: int = 0  # fields the seed does not list, ignored
 
 
 @dataclass(frozen=True)
@@ -158,6 +184,7 @@ class Rejected:
     error_code: int
     transaction_id: str = ""
     currency: str = ""
+    authenticated: bool = False  # its hash was right (refused for its content)
 
 
 @dataclass(frozen=True)
@@ -166,6 +193,42 @@ class BulkCancel:
 
     entries: tuple[Rejected | int, ...]
     cancels: tuple[HPGamesCancel, ...]  # one per event, in event order
+    unknown_fields: int = 0  # fields the seed does not list, ignored (body and items)
+
+
+class SeenHashes:
+    """The replay defence's state: `hash` -> the `transactionId` it came with, for as
+    long as its timestamp can pass the 300 s check. Bounded (`entries_max`, oldest
+    dropped first); created by the I/O layer, one per ingress instance, and passed in.
+    Keys and values are kept as digests (fixed size, whatever the id's length)."""
+
+    def __init__(self, entries_max: int = SEEN_HASHES_ENTRIES_MAX) -> None:
+        assert entries_max >= 1
+        self.entries_max = entries_max
+        self.dropped = 0  # entries dropped to stay within entries_max, still live
+        self._seen: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def admit(self, hash_hex: str, transaction_id: str, expires_ms: int, now_ms: int) -> bool:
+        """False if `hash_hex` was seen with another `transaction_id` (a replay); else
+        remember it until `expires_ms` and return True."""
+        while self._seen:  # arrival order: expire from the front while it is stale
+            _, (_, oldest_expires_ms) = next(iter(self._seen.items()))
+            if oldest_expires_ms > now_ms:
+                break
+            self._seen.popitem(last=False)
+        key = hashlib.blake2b(hash_hex.encode(), digest_size=16).digest()
+        value = hashlib.blake2b(transaction_id.encode("utf-8", "replace"), digest_size=16).digest()
+        seen = self._seen.get(key)
+        if seen is not None:
+            return hmac.compare_digest(seen[0], value)
+        if len(self._seen) >= self.entries_max:
+            _, (_, dropped_expires_ms) = self._seen.popitem(last=False)
+            self.dropped += dropped_expires_ms > now_ms
+        self._seen[key] = (value, expires_ms)
+        return True
 
 
 # Authentication.
@@ -204,8 +267,8 @@ def _text(body: Mapping[str, Any], key: str) -> str:
 
 
 def parse(body: Mapping[str, Any], now_ms: int) -> HPGamesCancel:
-    """Validate one cancel request's fields; raises ValueError (BodyError, MoneyError)."""
-    jsonbody.refuse_unknown(body, FIELDS, "cancel debit request")
+    """Validate one cancel request's listed fields (others are ignored); raises
+    ValueError (BodyError, MoneyError)."""
     fields = {name: _text(body, name) for name in _REQUIRED_STRINGS}
     for name in _OPTIONAL_STRINGS:
         jsonbody.string(body, name, optional=True)
@@ -213,7 +276,8 @@ def parse(body: Mapping[str, Any], now_ms: int) -> HPGamesCancel:
     timestamp_ms = epoch_ms(jsonbody.integer(body, "timestamp"))
     if not within_skew(timestamp_ms, now_ms):
         raise jsonbody.BodyError("timestamp too far from the server clock")
-    currency = validate_currency(fields["currency"])
+    named = jsonbody.string(body, "currency", optional=True)
+    currency = None if named is None else validate_currency(named)
     amount = validate_amount(jsonbody.decimal(body, "amount"), currency)
     return HPGamesCancel(
         transaction_id=fields["transactionId"],
@@ -224,7 +288,18 @@ def parse(body: Mapping[str, Any], now_ms: int) -> HPGamesCancel:
         amount=amount,
         timestamp_ms=timestamp_ms,
         game_id=game_id,
+        unknown_fields=jsonbody.unknown_fields(body, FIELDS),
     )
+
+
+def _well_formed(value: Any) -> TypeGuard[str]:
+    """A string that can be echoed in an answer (the text rule)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return bool(jsonbody.text(value, "transactionId"))
+    except jsonbody.BodyError:
+        return False
 
 
 def _echo(value: Any) -> Rejected:
@@ -236,22 +311,47 @@ def _echo(value: Any) -> Rejected:
     return Rejected(
         ERROR_INVALID_REQUEST,
         transaction_id=transaction_id
-        if isinstance(transaction_id, str) and 0 < len(transaction_id) <= jsonbody.STRING_CHARS_MAX
+        if isinstance(transaction_id, str) and _well_formed(transaction_id)
         else "",
         currency=currency if isinstance(currency, str) and currency in CURRENCY_MINOR_UNITS else "",
     )
 
 
-def check(value: Any, config: HPGamesConfig, now_ms: int) -> HPGamesCancel | Rejected:
+def _replayed(body: Mapping[str, Any], seen: SeenHashes, now_ms: int) -> bool:
+    """An authenticated request's hash already seen with another `transactionId`.
+
+    Checked before the other fields are validated (the unsigned ones can be changed by
+    whoever replays it); a timestamp that cannot pass is refused by `parse` anyway."""
+    timestamp_ms = epoch_ms(jsonbody.integer(body, "timestamp"))
+    if not within_skew(timestamp_ms, now_ms):
+        return False
+    transaction_id = body.get("transactionId")
+    return not seen.admit(
+        jsonbody.required_string(body, "hash"),
+        transaction_id if isinstance(transaction_id, str) else "",
+        timestamp_ms + TIMESTAMP_SKEW_MAX_MS,
+        now_ms,
+    )
+
+
+def check(
+    value: Any, config: HPGamesConfig, seen: SeenHashes, now_ms: int
+) -> HPGamesCancel | Rejected:
     """Authenticate and validate one cancel request (a parsed JSON value)."""
     rejected = _echo(value)
+    authentication_failed = Rejected(
+        ERROR_AUTHENTICATION, rejected.transaction_id, rejected.currency
+    )
     try:
         body = jsonbody.require_object(value, "cancel debit request")
-        if not verify(body, config):
-            return Rejected(ERROR_AUTHENTICATION, rejected.transaction_id, rejected.currency)
+        if not verify(body, config) or _replayed(body, seen, now_ms):
+            return authentication_failed
+    except ValueError:  # BodyError: the hash's inputs are missing or ill-typed
+        return rejected
+    try:
         return parse(body, now_ms)
     except ValueError:  # BodyError, MoneyError, UnicodeEncodeError
-        return rejected
+        return replace(rejected, authenticated=True)
 
 
 # Events.
@@ -283,29 +383,34 @@ def to_event(cancel: HPGamesCancel, envelope: Envelope, index: int, now_ms: int)
 
 
 def to_events(
-    values: list[Any], envelope: Envelope, config: HPGamesConfig, now_ms: int
+    values: list[Any], envelope: Envelope, config: HPGamesConfig, seen: SeenHashes, now_ms: int
 ) -> tuple[tuple[CancelRequested, ...], BulkCancel]:
     """A bulk's items to one event per distinct valid cancel, and the per-item plan."""
     entries: list[Rejected | int] = []
     cancels: list[HPGamesCancel] = []
     events: list[CancelRequested] = []
     index_of: dict[str, int] = {}  # cancel id -> its event's index
+    unknown = 0
     for value in values:
-        result = check(value, config, now_ms)
+        result = check(value, config, seen, now_ms)
         if isinstance(result, Rejected):
             entries.append(result)
             continue
-        seen = index_of.get(result.transaction_id)
-        if seen is None:
+        unknown += result.unknown_fields
+        earlier = index_of.get(result.transaction_id)
+        if earlier is None:
             index_of[result.transaction_id] = len(events)
             entries.append(len(events))
             events.append(to_event(result, envelope, len(events), now_ms))
             cancels.append(result)
-        elif events[seen].request_digest == _digest(result):  # the same cancel again
-            entries.append(seen)
+        elif events[earlier].request_digest == _digest(result):  # the same cancel again
+            entries.append(earlier)
         else:  # one cancel id for two different requests
-            entries.append(Rejected(ERROR_INVALID_REQUEST, result.transaction_id, result.currency))
-    return tuple(events), BulkCancel(entries=tuple(entries), cancels=tuple(cancels))
+            entries.append(
+                Rejected(ERROR_INVALID_REQUEST, result.transaction_id, result.currency or "")
+            )
+    bulk = BulkCancel(entries=tuple(entries), cancels=tuple(cancels), unknown_fields=unknown)
+    return tuple(events), bulk
 
 
 # Answers.
@@ -341,6 +446,18 @@ def invalid_reply() -> Response:
     return reply(ERROR_INVALID_REQUEST)
 
 
+def bulk_reply(error_code: int) -> Response:
+    """A bulk refused as a whole, in the bulk shape: one error object (balance 0)."""
+    return Response(
+        status=200, body=jsonbody.dumps({"cancelDebitResponses": [_answer(error_code)]})
+    )
+
+
+def bulk_invalid_reply() -> Response:
+    """The answer to a bulk body refused unread or unusable as a whole."""
+    return bulk_reply(ERROR_INVALID_REQUEST)
+
+
 def _rejected_answer(rejected: Rejected) -> dict[str, Any]:
     return _answer(
         rejected.error_code, currency=rejected.currency, transaction_id=rejected.transaction_id
@@ -350,13 +467,13 @@ def _rejected_answer(rejected: Rejected) -> dict[str, Any]:
 def _outcome_answer(cancel: HPGamesCancel, outcome: CancelOutcome | None) -> dict[str, Any]:
     if outcome is None:  # no outcome in time: the provider retries, the worker still applies
         return _answer(
-            ERROR_INTERNAL, currency=cancel.currency, transaction_id=cancel.transaction_id
+            ERROR_INTERNAL, currency=cancel.currency or "", transaction_id=cancel.transaction_id
         )
     refunded = outcome.outcome is Outcome.REFUNDED
     return _answer(
         ERROR_OF_OUTCOME[outcome.outcome],
         balance=outcome.balance_after if refunded else outcome.balance_before,
-        currency=outcome.currency or cancel.currency,
+        currency=outcome.currency or cancel.currency or "",
         account_transaction_id=outcome.ledger_tx,
         transaction_id=cancel.transaction_id,
     )
@@ -376,17 +493,19 @@ def _bulk_response(bulk: BulkCancel, outcomes: Outcomes) -> Response:
 # The two routes.
 
 
-def accept(request: Request, envelope: Envelope, config: HPGamesConfig) -> Accepted | Response:
+def accept(
+    request: Request, envelope: Envelope, config: HPGamesConfig, seen: SeenHashes
+) -> Accepted | Response:
     """`POST /hpgames/cancelDebit`: one event, or an immediate error answer."""
     try:
         value = jsonbody.loads(request.body)
     except jsonbody.BodyError:
         return invalid_reply()
-    result = check(value, config, request.received_at_ms)
+    result = check(value, config, seen, request.received_at_ms)
     if isinstance(result, Rejected):
         return reply(result.error_code, result.transaction_id, result.currency)
     event = to_event(result, envelope, 0, request.received_at_ms)
-    return Accepted(events=(event,), parsed=result)
+    return Accepted(events=(event,), parsed=result, unknown_fields=result.unknown_fields)
 
 
 def render(accepted: Accepted, outcomes: Outcomes) -> Response:
@@ -396,20 +515,31 @@ def render(accepted: Accepted, outcomes: Outcomes) -> Response:
     return Response(status=200, body=jsonbody.dumps(_outcome_answer(cancel, outcomes[0])))
 
 
-def accept_bulk(request: Request, envelope: Envelope, config: HPGamesConfig) -> Accepted | Response:
+def accept_bulk(
+    request: Request, envelope: Envelope, config: HPGamesConfig, seen: SeenHashes
+) -> Accepted | Response:
     """`POST /hpgames/bulkCancelDebit`: an event per valid item, answered in item order."""
     try:
-        body = jsonbody.require_object(jsonbody.loads(request.body))
-        jsonbody.refuse_unknown(body, BULK_FIELDS)
+        body = jsonbody.require_object(
+            jsonbody.loads(
+                request.body, containers_max=BULK_CONTAINERS_MAX, commas_max=BULK_COMMAS_MAX
+            )
+        )
         values = body.get("cancelDebitRequests")
         if not isinstance(values, list) or not 1 <= len(values) <= BULK_ITEMS_MAX:
             raise jsonbody.BodyError(f"cancelDebitRequests must list 1 to {BULK_ITEMS_MAX} items")
     except jsonbody.BodyError:
-        return invalid_reply()
-    events, bulk = to_events(values, envelope, config, request.received_at_ms)
+        return bulk_invalid_reply()
+    events, bulk = to_events(values, envelope, config, seen, request.received_at_ms)
     if not events:  # every item refused: answer now, publish nothing
+        rejected = [entry for entry in bulk.entries if isinstance(entry, Rejected)]
+        if not any(entry.authenticated for entry in rejected):
+            # Nothing authenticated: one error, not an answer per junk item.
+            forged = any(entry.error_code == ERROR_AUTHENTICATION for entry in rejected)
+            return bulk_reply(ERROR_AUTHENTICATION if forged else ERROR_INVALID_REQUEST)
         return _bulk_response(bulk, ())
-    return Accepted(events=events, parsed=bulk)
+    unknown = bulk.unknown_fields + jsonbody.unknown_fields(body, BULK_FIELDS)
+    return Accepted(events=events, parsed=bulk, unknown_fields=unknown)
 
 
 def render_bulk(accepted: Accepted, outcomes: Outcomes) -> Response:
@@ -418,24 +548,27 @@ def render_bulk(accepted: Accepted, outcomes: Outcomes) -> Response:
     return _bulk_response(bulk, outcomes)
 
 
-def routes(secrets: ProviderSecrets) -> list[Route]:
-    """The two HPGames rows of the ingress's routing table."""
+def routes(secrets: ProviderSecrets, seen: SeenHashes | None = None) -> list[Route]:
+    """The two HPGames rows of the ingress's routing table. `seen` is the replay
+    defence's state, shared by both routes; one per ingress instance (a fresh one with
+    the default bound when not given)."""
     config = HPGamesConfig(
         merchant_id=secrets.hpgames_merchant_id, secret_key=secrets.hpgames_secret_key.encode()
     )
+    seen = SeenHashes() if seen is None else seen
     return [
         Route(
             path=PATH_CANCEL,
             provider=Provider.HPGAMES,
-            accept=partial(accept, config=config),
+            accept=partial(accept, config=config, seen=seen),
             render=render,
             invalid=invalid_reply,
         ),
         Route(
             path=PATH_BULK_CANCEL,
             provider=Provider.HPGAMES,
-            accept=partial(accept_bulk, config=config),
+            accept=partial(accept_bulk, config=config, seen=seen),
             render=render_bulk,
-            invalid=invalid_reply,
+            invalid=bulk_invalid_reply,
         ),
     ]

@@ -1,8 +1,19 @@
 """Strict JSON in, exact JSON out, and typed field access for provider bodies.
 
 Numbers are kept as written (`Number`): signatures are computed over the literal text,
-and amounts become exact `Decimal`s. NaN/Infinity literals, duplicate keys and
-non-UTF-8 bytes are refused. Output writes `Decimal` as a JSON number, never via float.
+and amounts become exact `Decimal`s (the literal's text, never a float). NaN/Infinity
+literals, duplicate keys and non-UTF-8 bytes are refused. Output writes `Decimal` as a
+JSON number, never via float.
+
+Parsing runs before authentication, so its cost is bounded before it starts: a body with
+more arrays and objects, or more commas (values), than its route allows is refused by a
+count over the bytes (C speed, no parse); only then is it parsed, and the nesting depth
+is checked on the parsed value, which the counts bound (`loads`). A 1 MiB hostile body
+(`[0,0,…]`, deep nesting) costs about 1 ms; see `tests/unit/preauth_cost.py`.
+
+Tolerant reader: a field a provider's seed does not list is ignored (`unknown_fields`
+counts them for the metric); a listed field that is missing or ill-typed is refused.
+Listed strings follow the one text rule (`schemas.validate_text`).
 """
 
 import json
@@ -11,8 +22,15 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from schemas import TextError, validate_text
+
 NESTING_MAX = 32
 STRING_CHARS_MAX = 256
+# Bounds on a body's structure, checked by counting bytes before parsing (brackets and
+# commas inside strings count too: they only make the bound stricter). A provider's
+# cancel has a few dozen values; a bulk route passes its own, larger bounds.
+CONTAINERS_MAX = 256  # `[` plus `{`
+COMMAS_MAX = 2048
 # A \uD800-\uDFFF escape may leave a lone surrogate: text that cannot be encoded again.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -58,28 +76,43 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _depth_ok(body: str) -> bool:
+def _depth_ok(value: Any) -> bool:
+    """The parsed value nests at most NESTING_MAX arrays/objects (iterative: no
+    recursion on hostile input; its cost is bounded by the counts checked before)."""
+    level: list[Any] = [value]
     depth = 0
-    depth_max = 0
-    for char in body:  # brackets inside strings only overestimate: still bounded
-        if char in "[{":
-            depth += 1
-            depth_max = max(depth_max, depth)
-        elif char in "]}":
-            depth -= 1
-    return depth_max <= NESTING_MAX
+    while level:
+        depth += 1
+        if depth > NESTING_MAX + 1:
+            return False
+        below: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                below.extend(child for child in item.values() if isinstance(child, dict | list))
+            elif isinstance(item, list):
+                below.extend(child for child in item if isinstance(child, dict | list))
+        level = below
+    return True
 
 
-def loads(body: bytes) -> Any:
-    """Parse a request body strictly; raises BodyError."""
+def loads(
+    body: bytes, *, containers_max: int = CONTAINERS_MAX, commas_max: int = COMMAS_MAX
+) -> Any:
+    """Parse a request body strictly; raises BodyError.
+
+    Refuses, before parsing, a body with more than `containers_max` `[`/`{` or
+    `commas_max` commas (counted over the bytes, strings included)."""
     if not body.strip():
         raise BodyError("empty body")
+    containers = body.count(b"[") + body.count(b"{")
+    if containers > containers_max:
+        raise BodyError("too many arrays and objects")
+    if body.count(b",") > commas_max:
+        raise BodyError("too many values")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyError("body is not UTF-8") from exc
-    if not _depth_ok(text):
-        raise BodyError("JSON nested too deeply")
     try:
         parsed = json.loads(
             text,
@@ -92,6 +125,8 @@ def loads(body: bytes) -> Any:
         raise BodyError(f"invalid JSON at position {exc.pos}") from exc
     except RecursionError as exc:
         raise BodyError("JSON nested too deeply") from exc
+    if containers > NESTING_MAX and not _depth_ok(parsed):
+        raise BodyError("JSON nested too deeply")
     if _SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(parsed)
     return parsed
@@ -157,13 +192,29 @@ def require_object(value: Any, what: str = "body") -> dict[str, Any]:
     return value
 
 
-def refuse_unknown(obj: Mapping[str, Any], allowed: frozenset[str], what: str = "body") -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise BodyError(f"unknown field {unknown[0][:32]!r} in {what}")
+def unknown_fields(obj: Mapping[str, Any], listed: frozenset[str]) -> int:
+    """How many fields of `obj` its seed does not list: accepted and ignored (tolerant
+    reader), counted for the ingress's metric."""
+    return sum(1 for key in obj if key not in listed)
 
 
-def string(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
+def text(value: str, key: str, *, chars_min: int = 1, chars_max: int = STRING_CHARS_MAX) -> str:
+    """A listed string under the one text rule: its length, no control characters, no
+    lone surrogate (`schemas.validate_text`); raises BodyError."""
+    try:
+        return validate_text(value, f"field {key[:32]!r}", chars_min=chars_min, chars_max=chars_max)
+    except TextError as exc:
+        raise BodyError(str(exc)) from exc
+
+
+def string(
+    obj: Mapping[str, Any],
+    key: str,
+    *,
+    optional: bool = False,
+    chars_min: int = 1,
+    chars_max: int = STRING_CHARS_MAX,
+) -> str | None:
     value = obj.get(key)
     if value is None:
         if optional:
@@ -171,9 +222,7 @@ def string(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> str |
         raise BodyError(f"missing field {key!r}")
     if not isinstance(value, str):
         raise BodyError(f"field {key!r} must be a string")
-    if not value or len(value) > STRING_CHARS_MAX:
-        raise BodyError(f"field {key!r} must have 1 to {STRING_CHARS_MAX} characters")
-    return value
+    return text(value, key, chars_min=chars_min, chars_max=chars_max)
 
 
 def required_string(obj: Mapping[str, Any], key: str) -> str:

@@ -14,6 +14,12 @@ A cancel names only the bet: `betId` is both the cancel id and the bet to refund
 worker takes player, amount and currency from the recorded bet. `playerToken` is checked
 for shape only and never used for money: the bet already names its player.
 
+Tolerant reader: fields the seed does not list, in the body or in `data`, are accepted
+and ignored (counted for the ingress's metric); those in `data` stay covered by
+`dataHash`, which hashes `data` as received. `betId` and `playerToken` follow the one
+text rule (no control characters). Naga's public key must be RSA of at least
+`RSA_KEY_BITS_MIN` bits, or the ingress refuses to start.
+
 Answers: HTTP 200 `{"data": {"betId", "status": "CANCELED"}, "error": null}`, or HTTP
 4xx/5xx `{"data": null, "error": {"statusCode": <the HTTP status>, "message"}}`.
 """
@@ -45,6 +51,7 @@ SIGNATURE_HEADER = "x-signature"
 SIGNATURE_CHARS_MAX = 2048  # base64 of an 8192-bit RSA signature is 1368 characters
 BET_ID_CHARS_MAX = 256  # the seed says 36; an id is not refused for being longer
 PLAYER_TOKEN_CHARS_MAX = 255  # seed: "String (length: 255)"
+RSA_KEY_BITS_MIN = 2048  # NIST SP 800-131A: shorter RSA keys are not acceptable
 
 FIELDS = frozenset({"data", "dataHash"})
 DATA_FIELDS = frozenset({"betId", "playerToken"})
@@ -83,10 +90,16 @@ class NagaConfig:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> Self:
-        """Raises ValueError unless `pem` is an RSA public key: refuse to start."""
+        """Raises ValueError unless `pem` is an RSA public key of at least
+        RSA_KEY_BITS_MIN bits: refuse to start."""
         key = serialization.load_pem_public_key(pem)
         if not isinstance(key, rsa.RSAPublicKey):
             raise ValueError("NAGA_PUBLIC_KEY_FILE must hold an RSA public key")
+        if key.key_size < RSA_KEY_BITS_MIN:
+            raise ValueError(
+                f"NAGA_PUBLIC_KEY_FILE holds a {key.key_size}-bit RSA key;"
+                f" at least {RSA_KEY_BITS_MIN} bits are required"
+            )
         return cls(public_key=key)
 
 
@@ -96,6 +109,7 @@ class NagaCancel:
 
     bet_id: str
     player_token: str | None  # shape-checked only: never used for money
+    unknown_fields: int = 0  # fields the seed does not list (body and data), ignored
 
 
 # Signing: `data` as JSON.stringify writes it.
@@ -194,16 +208,12 @@ def verify(
 
 
 def _utf8_string(obj: Mapping[str, Any], key: str, chars_min: int, chars_max: int) -> str:
+    """A string under the one text rule (length, no control characters, no lone
+    surrogate: it travels on in an event)."""
     value = obj.get(key)
     if not isinstance(value, str):
         raise jsonbody.BodyError(f"field {key!r} must be a string")
-    if not chars_min <= len(value) <= chars_max:
-        raise jsonbody.BodyError(f"field {key!r} must have {chars_min} to {chars_max} characters")
-    try:
-        value.encode("utf-8")  # a lone surrogate (`\ud800`) cannot travel on in an event
-    except UnicodeEncodeError as exc:
-        raise jsonbody.BodyError(f"field {key!r} is not valid Unicode") from exc
-    return value
+    return jsonbody.text(value, key, chars_min=chars_min, chars_max=chars_max)
 
 
 def signed_parts(body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -216,17 +226,17 @@ def signed_parts(body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 def parse(body: Mapping[str, Any]) -> NagaCancel:
-    """Validate an authenticated body's fields; raises BodyError."""
-    jsonbody.refuse_unknown(body, FIELDS)
+    """Validate an authenticated body's listed fields (others are ignored); raises
+    BodyError."""
     data = jsonbody.require_object(body.get("data"), "field 'data'")
-    jsonbody.refuse_unknown(data, DATA_FIELDS, "data")
     if "betId" not in data:
         raise jsonbody.BodyError("missing field 'betId'")
     bet_id = _utf8_string(data, "betId", 1, BET_ID_CHARS_MAX)
     player_token = None
     if data.get("playerToken") is not None:  # absent or null: the token is not enabled
         player_token = _utf8_string(data, "playerToken", 0, PLAYER_TOKEN_CHARS_MAX)
-    return NagaCancel(bet_id=bet_id, player_token=player_token)
+    unknown = jsonbody.unknown_fields(body, FIELDS) + jsonbody.unknown_fields(data, DATA_FIELDS)
+    return NagaCancel(bet_id=bet_id, player_token=player_token, unknown_fields=unknown)
 
 
 def to_event(cancel: NagaCancel, envelope: Envelope, now_ms: int) -> CancelRequested:
@@ -281,7 +291,7 @@ def accept(request: Request, envelope: Envelope, config: NagaConfig) -> Accepted
         event = to_event(cancel, envelope, request.received_at_ms)
     except (jsonbody.BodyError, ValidationError):
         return bad_request()
-    return Accepted(events=(event,), parsed=cancel)
+    return Accepted(events=(event,), parsed=cancel, unknown_fields=cancel.unknown_fields)
 
 
 def render(accepted: Accepted, outcomes: Outcomes) -> Response:

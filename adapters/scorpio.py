@@ -4,6 +4,11 @@ Signature: `X-Request-Signature` is base64(HMAC-SHA512(SCORPIO_API_TOKEN, values
 where values are the body's top-level values sorted by key name and joined with ",",
 numbers as written in the JSON and strings as is. Every answer is HTTP 200 with
 `{"balance": number, "statusCode": string}`.
+
+Tolerant reader: a top-level field the seed does not list is accepted and ignored; it
+is still covered by the signature (every top-level value is signed), so it cannot be
+added in transit. Listed strings follow the one text rule (no control characters, at
+most 256 characters).
 """
 
 import base64
@@ -114,8 +119,8 @@ def verify(body: Mapping[str, Any], signature: str | None, api_token: bytes) -> 
 
 
 def parse(body: Mapping[str, Any], now_ms: int) -> ScorpioCancel:
-    """Validate a signed body's fields; raises BodyError or MoneyError."""
-    jsonbody.refuse_unknown(body, FIELDS)
+    """Validate a signed body's listed fields (others are ignored); raises BodyError or
+    MoneyError."""
     fields = {name: jsonbody.required_string(body, name) for name in _STRING_FIELDS}
     if fields["command"] != "cancel":
         raise jsonbody.BodyError("command must be 'cancel'")
@@ -170,7 +175,11 @@ def accept(request: Request, envelope: Envelope, config: ScorpioConfig) -> Accep
         cancel = parse(body, request.received_at_ms)
     except (jsonbody.BodyError, MoneyError):
         return reply(STATUS_UNKNOWN)
-    return Accepted(events=(to_event(cancel, envelope, request.received_at_ms),), parsed=cancel)
+    return Accepted(
+        events=(to_event(cancel, envelope, request.received_at_ms),),
+        parsed=cancel,
+        unknown_fields=jsonbody.unknown_fields(body, FIELDS),
+    )
 
 
 def render(accepted: Accepted, outcomes: Outcomes) -> Response:

@@ -15,18 +15,23 @@ from schemas.events import (
     ReplyTo,
 )
 from schemas.money import (
+    AMOUNT_DIGITS_MAX,
     AMOUNT_MAX,
     CURRENCY_MINOR_UNITS,
     MoneyError,
+    canonical_amount,
     format_amount,
     validate_amount,
     validate_currency,
 )
+from schemas.text import TEXT_CHARS_MAX, TextError, validate_text
 
 __all__ = [
+    "AMOUNT_DIGITS_MAX",
     "AMOUNT_MAX",
     "CURRENCY_MINOR_UNITS",
     "SCHEMA_VERSION",
+    "TEXT_CHARS_MAX",
     "CancelItem",
     "CancelOutcome",
     "CancelRequested",
@@ -35,7 +40,10 @@ __all__ = [
     "Outcome",
     "Provider",
     "ReplyTo",
+    "TextError",
+    "canonical_amount",
     "format_amount",
     "validate_amount",
     "validate_currency",
+    "validate_text",
 ]

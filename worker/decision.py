@@ -143,6 +143,11 @@ def _item_outcome(event: CancelRequested, bet: Bet | None, amount: Decimal | Non
         return Outcome.PLAYER_MISMATCH
     if event.currency is not None and event.currency != bet.currency:
         return Outcome.AMOUNT_MISMATCH
+    # Exact comparison. A cancel that names no currency (HPGames may omit it) is read in
+    # the debit's: an amount with more decimals than that currency has cannot equal the
+    # debit's (validated with the currency's decimals when it was recorded), so it is an
+    # amount mismatch here, as a different amount is. (Naming a currency, the same
+    # amount is refused `invalid` at the ingress, before any bet is looked at.)
     if amount is not None and amount != bet.amount:
         return Outcome.AMOUNT_MISMATCH
     if bet.state is BetState.CANCELLED:

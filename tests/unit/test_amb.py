@@ -14,7 +14,15 @@ import pytest
 from adapters import amb, jsonbody
 from adapters.contract import Accepted, Envelope, Request, Response, request_digest
 from adapters.settings import ProviderSecrets
-from schemas import CancelItem, CancelOutcome, ItemResult, Outcome, Provider, ReplyTo
+from schemas import (
+    CancelItem,
+    CancelOutcome,
+    CancelRequested,
+    ItemResult,
+    Outcome,
+    Provider,
+    ReplyTo,
+)
 
 AGENT = "agent001"
 API_KEY = "851d8beb-2055-4107-bd77-63efd76fdead"
@@ -333,10 +341,11 @@ INVALID_BODIES: list[Any] = [
     pytest.param(encode(seed_body(txns=[txn(1, betAmount="1000")])), id="betAmount-string"),
     pytest.param(encode(seed_body(txns=[txn(1, betAmount=True)])), id="betAmount-bool"),
     pytest.param(encode(seed_body(txns=[txn(1, betAmount=[10])])), id="betAmount-array"),
-    # extra fields
-    pytest.param(encode(seed_body(extra="x")), id="extra-request-field"),
-    pytest.param(encode(seed_body(gameCode="G1")), id="extra-gameCode"),
-    pytest.param(encode(seed_body(txns=[txn(1, gameCode="G1")])), id="extra-txn-field"),
+    # control characters in ids (the ledger cannot hold a NUL)
+    pytest.param(encode(seed_body(id="req\u0000")), id="nul-in-request-id"),
+    pytest.param(encode(seed_body(username="p\n1")), id="newline-in-username"),
+    pytest.param(encode(seed_body(txns=[txn(1, id="Tip\u007f")])), id="delete-in-txn-id"),
+    pytest.param(encode(seed_body(txns=[txn(1, roundId="r\u001f")])), id="control-in-round"),
     # txn status
     pytest.param(encode(seed_body(txns=[txn(1, status="REJECT")])), id="status-reject"),
     pytest.param(encode(seed_body(txns=[txn(1, status="refund")])), id="status-lowercase"),
@@ -403,6 +412,41 @@ INVALID_BODIES: list[Any] = [
         id="duplicate-txn-ids-different-content",
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("body", "unknown"),
+    [
+        pytest.param(encode(seed_body(extra="x")), 1, id="extra-request-field"),
+        pytest.param(encode(seed_body(gameCode="G1")), 1, id="extra-gameCode"),
+        pytest.param(encode(seed_body(txns=[txn(1, betType="TIP")])), 1, id="extra-txn-field"),
+        pytest.param(
+            encode(seed_body(meta={"a": [1]}, txns=[txn(1, x=None, y=1)])), 3, id="several"
+        ),
+    ],
+)
+def test_fields_the_seed_does_not_list_are_accepted_and_counted(body: bytes, unknown: int) -> None:
+    """Issue 11: AMB txn + "betType" was refused 40003; providers add fields."""
+    result = accept(body)
+    assert isinstance(result, Accepted), result
+    assert result.unknown_fields == unknown
+    (event,) = result.events
+    assert event.request_digest == accepted_event(plain_twin(body)).request_digest
+
+
+def plain_twin(body: bytes) -> bytes:
+    """The same request without the fields AMB's seed does not list."""
+    parsed = json.loads(body, parse_float=Decimal, parse_int=Decimal)
+    plain = {k: v for k, v in parsed.items() if k in amb.FIELDS}
+    plain["txns"] = [{k: v for k, v in t.items() if k in amb.TXN_FIELDS} for t in plain["txns"]]
+    return encode(plain)
+
+
+def accepted_event(body: bytes) -> CancelRequested:
+    result = accept(body)
+    assert isinstance(result, Accepted), result
+    (event,) = result.events
+    return event
 
 
 @pytest.mark.parametrize("body", INVALID_BODIES)

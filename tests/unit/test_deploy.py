@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from refundctl import config, topics
 from refundctl.cli import build_parser
@@ -152,7 +154,9 @@ def check_settings(where: str, command: str, env: Mapping[str, str], key_file: P
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "naga-public.pem"
-    path.write_text("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = serialization.Encoding.PEM
+    path.write_bytes(key.public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
     return path
 
 

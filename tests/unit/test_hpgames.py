@@ -91,12 +91,15 @@ def request(body: Any, received_at_ms: int = NOW_MS) -> Request:
     )
 
 
-def accept(body: Any) -> Accepted | Response:
-    return hpgames.accept(request(body), ENVELOPE, CONFIG)
+def accept(body: Any, seen: hpgames.SeenHashes | None = None) -> Accepted | Response:
+    """One request to a fresh ingress (no hash seen before), or to one that saw `seen`."""
+    seen = hpgames.SeenHashes() if seen is None else seen
+    return hpgames.accept(request(body), ENVELOPE, CONFIG, seen)
 
 
-def accept_bulk(body: Any) -> Accepted | Response:
-    return hpgames.accept_bulk(request(body), ENVELOPE, CONFIG)
+def accept_bulk(body: Any, seen: hpgames.SeenHashes | None = None) -> Accepted | Response:
+    seen = hpgames.SeenHashes() if seen is None else seen
+    return hpgames.accept_bulk(request(body), ENVELOPE, CONFIG, seen)
 
 
 def decode(response: Response) -> Any:
@@ -301,7 +304,7 @@ def seed_outcome(correlation_id: str = "req-1.0") -> CancelOutcome:
 
 def test_golden_cancel_debit() -> None:
     body = seed_request(str(NOW_MS // 1000)).encode()
-    result = accepted(hpgames.accept(request(body), ENVELOPE, CONFIG))
+    result = accepted(accept(body))
     (event,) = result.events
     assert event.provider is Provider.HPGAMES
     assert event.cancel_id == "5f95f6d2-3e61-4434-96b8-07905f0fd557"
@@ -324,7 +327,7 @@ def test_golden_cancel_debit() -> None:
 
 def test_golden_bulk_cancel_debit() -> None:
     body = '{"cancelDebitRequests": [' + seed_request(str(NOW_MS)) + "]}"
-    result = accepted(hpgames.accept_bulk(request(body.encode()), ENVELOPE, CONFIG))
+    result = accepted(accept_bulk(body.encode()))
     assert len(result.events) == 1
     response = hpgames.render_bulk(result, [seed_outcome()])
     expected = {"cancelDebitResponses": [json.loads(SEED_RESPONSE, parse_float=Decimal)]}
@@ -372,7 +375,6 @@ REQUIRED = [
     "playerId",
     "authToken",
     "amount",
-    "currency",  # optional in the seed; required to check the amount against the debit
 ]
 
 
@@ -392,8 +394,40 @@ def test_null_required_field_is_invalid(name: str) -> None:
     assert rejected(accept(item))["errorCode"] == hpgames.ERROR_INVALID_REQUEST
 
 
-def test_null_currency_is_invalid() -> None:
-    assert rejected(accept(cancel_item(currency=None)))["errorCode"] == 2
+@pytest.mark.parametrize("currency", [None, MISSING])
+def test_currency_is_optional_and_then_the_worker_takes_the_debits(currency: Any) -> None:
+    """Seed 4.8.1: `currency` is Optional. Refused before (issue 11): never refunded."""
+    result = accepted(accept(cancel_item(currency=currency, amount=Lit("10.50"))))
+    (event,) = result.events
+    assert event.currency is None
+    assert event.player == "player-1"
+    assert [(item.bet_tx, item.amount) for item in event.items] == [("debit-1", Decimal("10.50"))]
+    # The same cancel naming its currency is another request (the digest covers it).
+    named = accepted(accept(cancel_item(amount=Lit("10.50")))).events[0]
+    assert named.request_digest != event.request_digest
+    # The answer without an outcome still carries every field (currency "").
+    late = decode(hpgames.render(result, [None]))
+    assert_answer_shape(late)
+    assert (late["errorCode"], late["currency"]) == (hpgames.ERROR_INTERNAL, "")
+    # With an outcome, the debit's currency is reported.
+    answer = decode(hpgames.render(result, [outcome(Outcome.REFUNDED, after="110.50")]))
+    assert (answer["errorCode"], answer["currency"]) == (0, "EUR")
+
+
+@pytest.mark.parametrize(
+    "amount",
+    ["0", "-10", "10.00001", "1000000000000.01", "1e400", "10.000000000000000000000000000001"],
+)
+def test_without_a_currency_the_amount_is_still_checked_at_the_door(amount: str) -> None:
+    """Sign, size and at most 4 decimals (the most any currency has) at the door; the
+    debit's currency's decimals in the worker (an amount mismatch there)."""
+    answer = rejected(accept(cancel_item(currency=MISSING, amount=Lit(amount))))
+    assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
+
+
+def test_without_a_currency_an_amount_with_4_decimals_goes_to_the_worker() -> None:
+    (event,) = accepted(accept(cancel_item(currency=MISSING, amount=Lit("10.0001")))).events
+    assert event.items[0].amount == Decimal("10.0001")
 
 
 WRONG_TYPES = [
@@ -423,11 +457,42 @@ def test_wrong_type_is_invalid(name: str, value: Any) -> None:
     assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
 
 
-def test_extra_field_is_invalid() -> None:
-    answer = rejected(accept(cancel_item(bonus="yes")))
+def test_fields_the_seed_does_not_list_are_accepted_and_counted() -> None:
+    """Tolerant reader: HPGames + `roundId` was errorCode 2 (issue 11)."""
+    result = accepted(accept(cancel_item(roundId="r-1", bonus=Lit('{"a":[1,2]}'))))
+    assert result.unknown_fields == 2
+    (event,) = result.events
+    plain = accepted(accept(cancel_item())).events[0]
+    assert event.request_digest == plain.request_digest  # ignored: the same cancel
+
+
+def test_an_invalid_request_echoes_its_transaction_id() -> None:
+    answer = rejected(accept(cancel_item(amount=Lit("0"))))
     assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
     assert answer["transactionId"] == "cancel-1"  # echoed to help the provider correlate
     assert answer["currency"] == "EUR"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("transactionId", "evil\u0000"),
+        ("transactionId", "a\nb"),
+        ("transactionIdToCancel", "debit\u001f"),
+        ("betIdToCancel", "b\u007f"),
+        ("playerId", "p\u0000"),
+        ("authToken", "t\u0007"),
+        ("transactionId", "i" * 257),
+    ],
+)
+def test_ids_with_control_characters_or_too_long_are_invalid(name: str, value: str) -> None:
+    """Issue 11: an unsigned `transactionId` "evil\\u0000…" was published and stopped a
+    partition (PostgreSQL refuses NUL). Refused at the door, nothing published."""
+    item = cancel_item(**{name: value})
+    answer = rejected(accept(item))
+    assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
+    if name == "transactionId":
+        assert answer["transactionId"] == ""  # never echoed back
 
 
 @pytest.mark.parametrize(
@@ -730,7 +795,7 @@ def test_bulk_reusing_a_cancel_id_for_other_content_is_invalid() -> None:
 
 
 def test_bulk_with_every_item_refused_is_answered_at_once() -> None:
-    items = [cancel_item(n=1, amount=Lit("0")), Lit("null"), cancel_item(n=3, bonus=1)]
+    items = [cancel_item(n=1, amount=Lit("0")), Lit("null"), cancel_item(n=3, currency="ZZZ")]
     result = accept_bulk(bulk(*items))
     assert isinstance(result, Response)
     got = answers(result)
@@ -739,6 +804,26 @@ def test_bulk_with_every_item_refused_is_answered_at_once() -> None:
         (2, ""),
         (2, "cancel-3"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("items", "code"),
+    [
+        ([Lit("1")] * 1000, hpgames.ERROR_INVALID_REQUEST),
+        ([Lit("{}")] * 1000, hpgames.ERROR_INVALID_REQUEST),
+        ([cancel_item(n=n, hash="0" * 64) for n in range(300)], hpgames.ERROR_AUTHENTICATION),
+    ],
+)
+def test_a_bulk_where_nothing_authenticates_gets_one_error_not_one_per_item(
+    items: list[Any], code: int
+) -> None:
+    """Issue 11: a 10 KB unauthenticated bulk of junk got a 585 KB answer."""
+    body = to_json(bulk(*items)).encode()
+    result = accept_bulk(body)
+    assert isinstance(result, Response)
+    (answer,) = answers(result)
+    assert answer["errorCode"] == code
+    assert len(result.body) < 200
 
 
 @pytest.mark.parametrize(
@@ -753,19 +838,33 @@ def test_bulk_with_every_item_refused_is_answered_at_once() -> None:
         b'{"cancelDebitRequests": null}',
         b'{"cancelDebitRequests": {}}',
         b'{"cancelDebitRequests": []}',
-        to_json({**bulk(cancel_item()), "extra": 1}).encode(),
+        to_json({"cancelDebitRequests": [cancel_item()] * 1001}).encode(),
+        b'{"cancelDebitRequests": [' + b"[" * 40 + b"]" * 40 + b"]}",
+        b'{"cancelDebitRequests": [' + b"0," * 40_000 + b"0]}",
         to_json(cancel_item()).encode(),  # a single request sent to the bulk route
     ],
 )
-def test_malformed_bulk_body_gets_one_error_in_the_single_shape(body: bytes) -> None:
-    answer = rejected(accept_bulk(body))
+def test_malformed_bulk_body_gets_one_error_in_the_bulk_shape(body: bytes) -> None:
+    """Issue 11: a malformed bulk body got the single-item shape."""
+    result = accept_bulk(body)
+    assert isinstance(result, Response)
+    (answer,) = answers(result)
     assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
-    assert answer["transactionId"] == ""
+    assert (answer["transactionId"], answer["balance"]) == ("", 0)
 
 
 def test_bulk_over_the_item_limit_is_refused_whole() -> None:
+    assert hpgames.BULK_ITEMS_MAX == 1000
     body = '{"cancelDebitRequests":[' + ",".join(["{}"] * (hpgames.BULK_ITEMS_MAX + 1)) + "]}"
-    assert rejected(accept_bulk(body.encode()))["errorCode"] == hpgames.ERROR_INVALID_REQUEST
+    (answer,) = answers(accept_bulk(body.encode()))  # type: ignore[arg-type]
+    assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
+
+
+def test_a_bulk_with_fields_the_seed_does_not_list_is_accepted_and_counted() -> None:
+    body = {**bulk(cancel_item(n=1, roundId="r"), cancel_item(n=2)), "batchId": "b-1"}
+    result = accepted(accept_bulk(body))
+    assert len(result.events) == 2
+    assert result.unknown_fields == 2
 
 
 def test_bulk_of_1000_items_becomes_1000_events() -> None:
@@ -812,5 +911,6 @@ def test_routes_bind_the_configuration() -> None:
     assert single.provider is many.provider is Provider.HPGAMES
     assert accepted(single.accept(request(cancel_item()), ENVELOPE))
     assert accepted(many.accept(request(bulk(cancel_item())), ENVELOPE))
-    assert single.invalid() == many.invalid() == hpgames.invalid_reply()
+    assert single.invalid() == hpgames.invalid_reply()
+    assert many.invalid() == hpgames.bulk_invalid_reply()
     assert rejected(single.invalid())["errorCode"] == hpgames.ERROR_INVALID_REQUEST

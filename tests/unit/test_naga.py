@@ -172,7 +172,7 @@ def test_data_hash_is_sha256_of_json_stringify(data: dict[str, str], expected: s
     assert naga.data_hash(data) == expected
 
 
-@pytest.mark.parametrize(("data", "expected"), NODE_VECTORS[:-1])
+@pytest.mark.parametrize(("data", "expected"), NODE_VECTORS[:3])
 def test_bodies_hashed_like_json_stringify_pass_the_hash_check(
     config: naga.NagaConfig, signer: Signer, data: dict[str, str], expected: str
 ) -> None:
@@ -181,6 +181,18 @@ def test_bodies_hashed_like_json_stringify_pass_the_hash_check(
     signature = rsa_sign(expected, signer.private_key)
     for raw in (json.dumps(body).encode(), json.dumps(body, ensure_ascii=False).encode()):
         assert accepted(config, signer.request(raw, signature)).parsed.bet_id == data["betId"]
+
+
+@pytest.mark.parametrize(("data", "expected"), NODE_VECTORS[3:5])
+def test_ids_with_control_characters_pass_the_hash_check_and_are_refused_as_invalid(
+    config: naga.NagaConfig, signer: Signer, data: dict[str, str], expected: str
+) -> None:
+    """U+007F, U+0000…: hashed as JSON.stringify does (authentic), but the ledger cannot
+    hold such an id (PostgreSQL refuses NUL): 400 at the door, never published."""
+    body = signer.body(data, expected)
+    signature = rsa_sign(expected, signer.private_key)
+    for raw in (json.dumps(body).encode(), json.dumps(body, ensure_ascii=False).encode()):
+        assert refused(config, signer.request(raw, signature), 400).body == BAD_REQUEST
 
 
 def test_non_ascii_bet_id_is_accepted_and_echoed(config: naga.NagaConfig, signer: Signer) -> None:
@@ -221,12 +233,17 @@ def test_reordered_keys_give_another_hash(config: naga.NagaConfig, signer: Signe
 
 
 def test_numbers_in_data_are_hashed_as_written(config: naga.NagaConfig, signer: Signer) -> None:
-    """`1.50` is hashed as `1.50`, not re-formatted: auth passes, then validation refuses."""
+    """`1.50` is hashed as `1.50`, not re-formatted: auth passes; the field the seed does
+    not list is ignored (tolerant reader) and counted."""
     raw_data = '{"betId":"b-1","extra":1.50}'
     data_hash = hashlib.sha256(raw_data.encode()).hexdigest()
     raw = f'{{"data":{raw_data},"dataHash":"{data_hash}"}}'.encode()
     request = signer.request(raw, rsa_sign(data_hash, signer.private_key))
-    assert refused(config, request, 400).body == BAD_REQUEST
+    result = accepted(config, request)
+    assert result.unknown_fields == 1
+    # Changing the unlisted field after signing breaks the hash: it stays covered.
+    tampered = raw.replace(b"1.50", b"1.5")
+    assert refused(config, signer.request(tampered, rsa_sign(data_hash, signer.private_key)), 401)
 
 
 # X-Signature: RSASSA-PKCS1-v1_5 / SHA-256 over the dataHash text.
@@ -474,10 +491,30 @@ SIGNED_INVALID_DATA: list[Any] = [
     pytest.param({"betId": "b" * 10_000}, {}, id="bet-id-10000-chars"),
     pytest.param({"betId": "b-1", "playerToken": 7}, {}, id="number-player-token"),
     pytest.param({"betId": "b-1", "playerToken": "p" * 256}, {}, id="player-token-256"),
+    pytest.param({"betId": "b-1\u0000"}, {}, id="nul-in-bet-id"),
+    pytest.param({"betId": "b-1\n"}, {}, id="newline-in-bet-id"),
+    pytest.param({"betId": "b-1", "playerToken": "t\u001f"}, {}, id="control-in-player-token"),
+]
+
+# Fields the seed does not list: accepted and ignored (tolerant reader), and counted.
+SIGNED_WITH_UNKNOWN_FIELDS = [
     pytest.param({"betId": "b-1", "amount": "10.00"}, {}, id="extra-data-field"),
     pytest.param({"betId": "b-1"}, {"extra": 1}, id="extra-top-level-field"),
     pytest.param({"betId": "b-1"}, {"signature": "x"}, id="extra-top-level-signature"),
+    pytest.param({"betId": "b-1", "meta": {"a": [1]}}, {"x": None}, id="extra-both"),
 ]
+
+
+@pytest.mark.parametrize(("data", "extra"), SIGNED_WITH_UNKNOWN_FIELDS)
+def test_fields_the_seed_does_not_list_are_accepted_and_counted(
+    config: naga.NagaConfig, signer: Signer, data: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    raw, signature = signed_bytes(signer, data, **extra)
+    result = accepted(config, signer.request(raw, signature))
+    assert result.parsed.bet_id == "b-1"
+    assert result.unknown_fields == len(data) - 1 + len(extra)
+    (event,) = result.events
+    assert event.cancel_id == "b-1"
 
 
 @pytest.mark.parametrize(("data", "extra"), SIGNED_INVALID_DATA)
@@ -655,3 +692,12 @@ def test_routes_bind_the_configured_key(signer: Signer, other_key: rsa.RSAPrivat
     assert refusal.status == 401
     invalid = route.invalid()
     assert (invalid.status, invalid.body) == (400, BAD_REQUEST)
+
+
+@pytest.mark.parametrize("bits", [1024, 1536])
+def test_rsa_keys_under_2048_bits_are_refused_at_start(bits: int) -> None:
+    """A 512-bit key was accepted (issue 11): factorable, so anyone could sign cancels.
+    (`cryptography` generates nothing under 1024 bits; the check is on the key's size.)"""
+    short = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    with pytest.raises(ValueError, match="2048"):
+        naga.NagaConfig.from_pem(public_pem(short))

@@ -148,7 +148,12 @@ INVALID_BODIES = {
     "string amount": body_text(amount='"10.50"'),
     "number playerId": body_text(playerId=5),
     "bool providerId": body_text(providerId=True),
-    "extra field": body_text(extra="x"),
+    "nul in transactionId": body_text(transactionId="c\u0000"),
+    "newline in referenceId": body_text(referenceId="b\n"),
+    "delete in playerId": body_text(playerId="p\u007f"),
+    "control in gameName": body_text(gameName="G\u001b[31m"),
+    "long roundId": body_text(roundId="r" * 257),
+    "past 28 digits": body_text(amount="10.000000000000000000000000000001"),
     "negative amount": body_text(amount="-1"),
     "zero amount": body_text(amount="0"),
     "too many decimals": body_text(amount="1.001"),
@@ -166,6 +171,30 @@ INVALID_BODIES = {
 def test_invalid_signed_request_is_refused_with_err_unknown(text: str) -> None:
     result = scorpio.accept(signed(text), ENVELOPE, scorpio.ScorpioConfig(TOKEN))
     assert answer(result) == {"balance": 0, "statusCode": "ERR_UNKNOWN"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "unknown"),
+    [({"sessionId": "s-1"}, 1), ({"sessionId": "s-1", "bonus": 2, "gameVersion": "1.2"}, 3)],
+)
+def test_fields_the_seed_does_not_list_are_accepted_signed_and_counted(
+    changes: dict[str, object], unknown: int
+) -> None:
+    """Issue 11: Scorpio + "sessionId" was ERR_UNKNOWN. Accepted, ignored, counted, and
+    still covered by the signature."""
+    text = body_text(**changes)
+    result = scorpio.accept(signed(text), ENVELOPE, scorpio.ScorpioConfig(TOKEN))
+    assert isinstance(result, Accepted), result
+    assert result.unknown_fields == unknown
+    plain = scorpio.accept(signed(body_text()), ENVELOPE, scorpio.ScorpioConfig(TOKEN))
+    assert isinstance(plain, Accepted)
+    assert result.events[0].request_digest == plain.events[0].request_digest
+    tampered = signed(text)
+    tampered = Request(tampered.headers, tampered.body.replace(b'"s-1"', b'"s-2"'), NOW_MS)
+    assert answer(scorpio.accept(tampered, ENVELOPE, scorpio.ScorpioConfig(TOKEN))) == {
+        "balance": 0,
+        "statusCode": "ERR_INTEGRITY_CHECK_FAILED",
+    }
 
 
 @pytest.mark.parametrize(
