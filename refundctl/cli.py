@@ -28,7 +28,7 @@ from refundctl.services import (
 )
 from refundctl.supervise import RestartPolicy, supervise
 from refundctl.topics import create_topics
-from schemas import Provider
+from schemas import Provider, TextError, validate_text
 from worker import dead_letters, ledger, replay, status
 from worker.consumer import GroupJoinStalled, run_worker
 from worker.dead_letters import DeadLetterId
@@ -62,6 +62,15 @@ def _decimal(text: str) -> Decimal:
     if not value.is_finite():
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
     return value
+
+
+def _id(text: str) -> str:
+    """An id or player as the ledger stores it and a cancel can name it: 1 to 256
+    characters, no control characters (`schemas.validate_text`, the ingress's rule)."""
+    try:
+        return validate_text(text, "value")
+    except TextError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -126,17 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_parser = commands.add_parser("ledger", help="inspect and seed the ledger")
     ledger_commands = ledger_parser.add_subparsers(dest="ledger_command", required=True)
     open_account = ledger_commands.add_parser("open-account", help="create an account")
-    open_account.add_argument("--player", required=True)
+    open_account.add_argument("--player", required=True, type=_id)
     open_account.add_argument("--currency", required=True)
     open_account.add_argument("--balance", required=True, type=_decimal)
     debit = ledger_commands.add_parser("debit", help="record an accepted bet or tip")
     debit.add_argument("--provider", required=True, choices=[p.value for p in Provider])
-    debit.add_argument("--player", required=True)
+    debit.add_argument("--player", required=True, type=_id)
     debit.add_argument("--currency", required=True)
     debit.add_argument("--amount", required=True, type=_decimal)
-    debit.add_argument("--tx", required=True, help="the id the provider's cancel references")
-    debit.add_argument("--bet-id")
-    debit.add_argument("--round")
+    debit.add_argument(
+        "--tx", required=True, type=_id, help="the id the provider's cancel references"
+    )
+    debit.add_argument("--bet-id", type=_id)
+    debit.add_argument("--round", type=_id)
     settle = ledger_commands.add_parser("settle", help="mark a bet settled")
     settle.add_argument("--provider", required=True, choices=[p.value for p in Provider])
     settle.add_argument("--tx", required=True)

@@ -9,6 +9,9 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from adapters.naga import NagaConfig
 from adapters.settings import IngressSettings, ProviderSecrets
 from schemas.transport import KafkaSettings, Topics
 from worker.faults import parse_fault_points
@@ -95,15 +98,37 @@ def kafka_settings(env: Mapping[str, str]) -> KafkaSettings:
     )
 
 
-def provider_secrets(env: Mapping[str, str]) -> ProviderSecrets:
-    missing = [name for name in SECRET_VARIABLES if not env.get(name)]
+SECRET_CHARS_MIN = 16  # keys and tokens shorter than this are refused outside the dev stack
+# The variables that hold shared secrets (the others name an account or a key file).
+SHARED_SECRET_VARIABLES = ("SCORPIO_API_TOKEN", "HPGAMES_SECRET_KEY", "AMB_API_KEY")
+
+
+def provider_secrets(env: Mapping[str, str], *, dev_stack: bool = False) -> ProviderSecrets:
+    """The providers' credentials, or ConfigError: every one set and not blank
+    (whitespace only); the shared secrets of at least SECRET_CHARS_MIN characters unless
+    `dev_stack` (passed by the dev stack's own code path) or the value is the documented
+    dev placeholder (`DEV_SECRETS`: public, whatever its length; the tests, the compose
+    stack and the fault harness start `refundctl ingress` with them); Naga's key an RSA
+    public key of at least 2048 bits."""
+    missing = [name for name in SECRET_VARIABLES if not env.get(name, "").strip()]
     if missing:
-        raise ConfigError(f"missing secrets: {', '.join(missing)}")
+        raise ConfigError(f"missing or blank secrets: {', '.join(missing)}")
+    short = [
+        name
+        for name in SHARED_SECRET_VARIABLES
+        if len(env[name]) < SECRET_CHARS_MIN and env[name] != DEV_SECRETS[name] and not dev_stack
+    ]
+    if short:
+        raise ConfigError(f"secrets shorter than {SECRET_CHARS_MIN} characters: {', '.join(short)}")
     key_file = Path(env["NAGA_PUBLIC_KEY_FILE"])
     try:
         naga_key = key_file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"NAGA_PUBLIC_KEY_FILE cannot be read: {key_file}") from exc
+    try:
+        NagaConfig.from_pem(naga_key)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"NAGA_PUBLIC_KEY_FILE: {exc}") from exc
     return ProviderSecrets(
         scorpio_api_token=env["SCORPIO_API_TOKEN"],
         hpgames_merchant_id=env["HPGAMES_MERCHANT_ID"],

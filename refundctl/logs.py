@@ -1,7 +1,8 @@
 """structlog set-up: one JSON line per event on stderr, secrets redacted.
 
 Processors are plain functions. `redact` blanks fields whose names say they hold a
-secret, and scrubs the configured secret values wherever they appear in a string. The
+secret, and scrubs the configured secret values wherever they appear in a string,
+whatever their length (a blank value is no secret: configuration refuses those). The
 client libraries' own log records (aiokafka's group joins, say) come out as JSON lines
 through the same redaction, from `library_level` up.
 """
@@ -26,7 +27,6 @@ SECRET_FIELD_MARKERS = (
     "hash",
     "private",
 )
-SECRET_CHARS_MIN = 6  # shorter "secrets" would blank innocent text
 
 
 def is_secret_field(name: str) -> bool:
@@ -35,7 +35,7 @@ def is_secret_field(name: str) -> bool:
 
 
 def make_redactor(secret_values: Iterable[str]) -> Processor:
-    values = sorted({v for v in secret_values if len(v) >= SECRET_CHARS_MIN}, key=len, reverse=True)
+    values = sorted({v for v in secret_values if v.strip()}, key=len, reverse=True)
 
     def scrub(value: Any) -> Any:
         if isinstance(value, str):

@@ -17,6 +17,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from schemas import CancelOutcome, CancelRequested, format_amount, validate_amount
 from schemas.money import MoneyError, validate_currency
+from schemas.text import TextError, validate_text
 from worker.decision import Account, Bet, BetState, Decision, LedgerSnapshot, StoredOutcome
 
 # A plain connection (CLI) or one borrowed from a pool (worker).
@@ -279,6 +280,7 @@ def _columns(keys: set[tuple[str, str]]) -> tuple[list[str], list[str]]:
 
 
 async def open_account(conn: Connection, player: str, currency: str, balance: Decimal) -> None:
+    _valid_ids(player=player)
     try:
         validate_currency(currency)
     except MoneyError as exc:
@@ -287,6 +289,8 @@ async def open_account(conn: Connection, player: str, currency: str, balance: De
         raise LedgerRefusal("opening balance must be zero or positive")
     if balance > 0:
         _validated(balance, currency)
+    else:
+        balance = Decimal(0)  # 0E-99999 is zero too: stored as plain 0
     async with conn.transaction():
         account_id = await conn.fetchval(
             "INSERT INTO accounts (player, currency, balance) VALUES ($1, $2, $3)"
@@ -315,7 +319,11 @@ async def debit(
     bet_id: str | None = None,
     round_id: str | None = None,
 ) -> Decimal:
-    """Record an accepted bet or tip; returns the new balance. All-or-nothing."""
+    """Record an accepted bet or tip; returns the new balance. All-or-nothing.
+
+    Refuses, before writing anything, what the ledger could not show back or a cancel
+    could never name: ids under the one text rule, amounts under the money rules."""
+    _valid_ids(provider=provider, player=player, tx=tx, bet_id=bet_id, round=round_id)
     _validated(amount, currency)
     async with conn.transaction():
         await lock_keys(conn, {lock_key("bet", provider, tx)})
@@ -419,6 +427,17 @@ def _validated(amount: Decimal, currency: str) -> Decimal:
         return validate_amount(amount, currency)
     except MoneyError as exc:
         raise LedgerRefusal(str(exc)) from exc
+
+
+def _valid_ids(**ids: str | None) -> None:
+    """Every given id (None: not given) under the one text rule, or LedgerRefusal."""
+    for name, value in ids.items():
+        if value is None:
+            continue
+        try:
+            validate_text(value, name)
+        except TextError as exc:
+            raise LedgerRefusal(str(exc)) from exc
 
 
 # --- operations (`refundctl replay`, `refundctl dlq`, `refundctl status`) ------------
