@@ -21,7 +21,12 @@ import prometheus_client
 import pydantic
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.structs import ConsumerRecord
 
 from schemas import CancelOutcome, CancelRequested, Provider
@@ -623,27 +628,70 @@ class RefundWorker:
             log.warning("reply_publish_failed", count=len(failed), error=type(failed[0]).__name__)
 
     async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:
-        sends = [
-            await self._producer.send(
-                self._kafka.topics.dead_letters,
-                letter.record.value,
-                key=letter.record.key,
-                headers=[
-                    *letter.record.headers,
-                    (HEADER_DEAD_LETTER_REASON, f"{letter.cause}: {letter.reason}".encode()),
-                    (HEADER_SOURCE, _source(letter.record).encode()),
-                ],
-            )
-            for letter in dead
-        ]
-        # They must land before the offsets move past them; if they cannot, the batch
-        # (a transaction still open) fails and is retried.
-        await asyncio.wait_for(asyncio.gather(*sends), self._settings.dead_letter_timeout_ms / 1000)
+        """Publish `dead` to the dead-letter topic and wait for the broker's
+        acknowledgements (bounded). They must land before the offsets move past them; if
+        they cannot, the batch (a transaction still open) fails and is retried.
+
+        A record as large as the request topic takes may not fit the dead-letter topic
+        once the reason and source headers are added: its dead letter then carries them
+        without its key, value and headers (the record stays at its source, for the
+        request topic's retention), so that it cannot stop the partition either."""
+        timeout_s = self._settings.dead_letter_timeout_ms / 1000
+        results = await asyncio.wait_for(self._send_letters(dead, whole=True), timeout_s)
+        failed = [r for r in results if isinstance(r, BaseException) and not _too_large(r)]
+        if failed:
+            raise failed[0]
+        too_large = [d for d, r in zip(dead, results, strict=True) if _too_large(r)]
+        if too_large:
+            log.warning("dead_letters_too_large", sources=[_source(d.record) for d in too_large])
+            results = await asyncio.wait_for(self._send_letters(too_large, whole=False), timeout_s)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                raise failed[0]
         log.warning(
             "dead_lettered",
             count=len(dead),
             reasons=[f"{_source(d.record)} {d.cause}: {d.reason}" for d in dead[:5]],
         )
+
+    async def _send_letters(
+        self, dead: Sequence[DeadLetter], *, whole: bool
+    ) -> list[object | BaseException]:
+        """Send each dead letter (`whole`: with the record's key, value and headers;
+        else only the reason and source); the broker's answers, failures as values."""
+        answers: list[asyncio.Future[object] | BaseException] = []
+        for letter in dead:
+            record = letter.record
+            reason = f"{letter.cause}: {letter.reason}"
+            if not whole:
+                size = len(record.value or b"") + len(record.key or b"")
+                reason += f" (the record, {size} bytes, is too large to copy: not copied)"
+            try:
+                # A record without key and value (a null record) cannot be sent as is:
+                # its dead letter's value is empty bytes.
+                value = record.value if whole else None
+                key = record.key if whole else None
+                answers.append(
+                    await self._producer.send(
+                        self._kafka.topics.dead_letters,
+                        b"" if value is None and key is None else value,
+                        key=key,
+                        headers=[
+                            *(record.headers if whole else ()),
+                            (HEADER_DEAD_LETTER_REASON, reason.encode()),
+                            (HEADER_SOURCE, _source(record).encode()),
+                        ],
+                    )
+                )
+            except KafkaError as exc:  # refused before sending (over the client's limit)
+                answers.append(exc)
+        pending = [answer for answer in answers if isinstance(answer, asyncio.Future)]
+        landed = iter(await asyncio.gather(*pending, return_exceptions=True))
+        return [next(landed) if isinstance(a, asyncio.Future) else a for a in answers]
+
+
+def _too_large(answer: object) -> bool:
+    return isinstance(answer, MessageSizeTooLargeError | RecordTooLargeError)
 
 
 async def run_worker(

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from adapters.bus import RequestReplyClient
 from refundctl import config
@@ -220,12 +221,16 @@ async def _seed(db: asyncpg.Connection, valid: int) -> None:
 
 
 async def _publish(kafka: KafkaSettings, values: list[bytes | None]) -> None:
-    """In order, keyed like the player's cancels (so all in the partition of key p1)."""
+    """In order, keyed like the player's cancels, in their partition (that of key p1)."""
+    partitions = list(range(kafka.request_partitions))
+    partition = DefaultPartitioner()(b"p1", partitions, partitions)
     producer = AIOKafkaProducer(**kafka.producer_options())
     await producer.start()
     try:
         for value in values:
-            await producer.send_and_wait(kafka.topics.requests, value, key=b"p1")
+            await producer.send_and_wait(
+                kafka.topics.requests, value, key=b"p1", partition=partition
+            )
     finally:
         await producer.stop()
 
@@ -573,3 +578,25 @@ def test_the_ranges_of_a_batch_chain_their_offsets() -> None:
     assert plan.advances(0, 2) == [OffsetAdvance("t", 0, 5, 9)]
     assert plan.advances(2, 4) == [OffsetAdvance("t", 0, 9, 10), OffsetAdvance("t", 1, 0, 1)]
     assert plan.advances(4) == [OffsetAdvance("t", 1, 1, 2)]
+
+
+@pytest.mark.integration
+async def test_a_record_too_large_for_the_dead_letter_topic_does_not_stop_the_partition(  # type: ignore[no-untyped-def]
+    env, kafka, db
+) -> None:
+    """A record as large as the broker takes fits the request topic but not, with the
+    dead-letter headers added, the dead-letter topic: its dead letter carries the reason
+    and source, not the value (which stays at its source)."""
+    await seed_bet(db, "bet-1")
+    value = b"x" * (1_048_588 - 100)  # the broker's default limit, minus the batch's bytes
+    await _publish(kafka, [value])
+    async with reply_client(kafka) as client, refund_worker(env, batch_records_max=500):
+        after = await request_one(client, cancel_event(client, cancel_id="c-1", bet_tx="bet-1"))
+    assert after.outcome is Outcome.REFUNDED
+    [large] = await list_dead_letters(kafka, env["DATABASE_URL"])
+    assert large["source"].endswith(":0")
+    assert large["reason"].startswith("undecodable: ")
+    assert "not copied" in large["reason"]
+    assert large["size"] == 0
+    offsets = dict(await db.fetch("SELECT partition, next_offset FROM consumer_offsets"))
+    assert sum(offsets.values()) == 2
