@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import asyncpg
+import pydantic
 import structlog
 
 from schemas import CancelOutcome, CancelRequested
@@ -97,10 +98,15 @@ def _one_line(text: str) -> str:
 
 def refusal_of(exc: BaseException) -> Refusal | None:
     """The refusal `exc` stands for when it can be the events' fault (the decision
-    raised, or the database refused their data); None when it is transient or the
-    environment's (the caller stops instead of blaming an event)."""
+    raised, the database refused their data, or a stored outcome of theirs no longer
+    reads); None when it is transient or the environment's (the caller stops instead of
+    blaming an event)."""
     if isinstance(exc, DecisionFailed):
         return Refusal(Cause.DECISION, _one_line(f"raised {exc}"))
+    if isinstance(exc, pydantic.ValidationError):  # a stored outcome the schema now refuses
+        return Refusal(
+            Cause.DATABASE, _one_line(f"a stored row it touches is unreadable: {exc.errors()[:1]}")
+        )
     if (
         isinstance(exc, asyncpg.PostgresError)
         and not is_transient(exc)

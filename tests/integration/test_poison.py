@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import pydantic
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -551,6 +552,13 @@ def test_refusals_name_their_cause() -> None:
     refusal = refusal_of(asyncpg.exceptions.NumericValueOutOfRangeError("overflow"))
     assert refusal is not None
     assert refusal.reason == "SQLSTATE 22003: overflow"
+    try:
+        CancelOutcome.model_validate_json(b"{}")
+    except pydantic.ValidationError as exc:
+        unreadable = refusal_of(exc)
+    assert unreadable is not None
+    assert unreadable.cause is Cause.DATABASE
+    assert unreadable.reason.startswith("a stored row it touches is unreadable: ")
     for not_the_event in (
         asyncpg.exceptions.SerializationError("retry"),
         asyncpg.exceptions.UniqueViolationError("a race"),
