@@ -313,8 +313,8 @@ async def test_dlq_list_shows_a_dead_letter_from_the_worker(env, kafka, db, refu
         assert (await request_one(client, marker)).outcome is Outcome.REFUNDED
 
     letters = await refundctl.json("dlq", "list")
-    # The worker dead-letters before its batch transaction: a batch it retries (fenced at
-    # start-up) dead-letters the same record again. All of them are copies of ours.
+    # Dead letters land at least once (inside the batch's transaction, before its commit:
+    # a crash or a retried commit sends them again). All of them are copies of ours.
     assert letters
     assert len({(entry["source"], entry["reason"]) for entry in letters}) == 1
     letter = letters[0]
