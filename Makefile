@@ -21,13 +21,18 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-# Exactly-once under injected faults (issue 4); FAULTS_MINUTES=N for a longer run.
-faults: $(STAMP)
-	$(BIN)/python -m tests.faults.harness --minutes $${FAULTS_MINUTES:-2}
+# The broker of the fault runs and the benchmark: Apache Kafka (kafka) or Tansu (tansu).
+BROKER ?= kafka
 
-# The benchmark (issue 5): e2e vs direct, worker drain, burst; prints the `bench:` line.
+# Exactly-once under injected faults; FAULTS_MINUTES=N for a longer run,
+# FAULTS_CHURN_SECONDS=N for a worker killed every 1-3 s for N s at the end.
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults.harness --broker $(BROKER) --minutes $${FAULTS_MINUTES:-2} \
+		--churn-seconds $${FAULTS_CHURN_SECONDS:-0}
+
+# The benchmark: e2e vs direct, worker drain, burst; prints the `bench:` line.
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tests.bench.run --broker $(BROKER)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -45,8 +45,8 @@ class Infra:
     postgres: devstack.EmbeddedPostgres | None = None  # when the tests run PostgreSQL
 
 
-def chosen_broker() -> str:
-    broker = os.environ.get("REFUND_TEST_BROKER", "").strip().lower() or DEFAULT_BROKER
+def chosen_broker(override: str | None = None) -> str:
+    broker = override or os.environ.get("REFUND_TEST_BROKER", "").strip().lower() or DEFAULT_BROKER
     if broker not in BROKERS:
         raise InfraError(f"REFUND_TEST_BROKER must be one of {', '.join(BROKERS)}, got {broker!r}")
     return broker
@@ -115,8 +115,10 @@ def _apache_kafka_container() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def start_infra(work_dir: Path) -> Iterator[Infra]:
-    broker_kind = chosen_broker()
+def start_infra(work_dir: Path, broker_kind: str | None = None) -> Iterator[Infra]:
+    """The test session's broker and database; `broker_kind` overrides
+    REFUND_TEST_BROKER (the fault harness and the benchmark take it as an argument)."""
+    broker_kind = chosen_broker(broker_kind)
     with contextlib.ExitStack() as stack:
         kafka_env: dict[str, str] = {}
         broker: apache_kafka.KafkaBroker | None = None

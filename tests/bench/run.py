@@ -1,7 +1,8 @@
 """The refund service's benchmark: `make bench` (= `python -m tests.bench.run`).
 
-Starts a fresh PostgreSQL (embedded) and, per part, a fresh Tansu broker and a fresh
-copy of a seeded database, then runs in one invocation:
+Starts a fresh PostgreSQL (embedded) and, per part, a fresh broker (`--broker kafka`,
+Apache Kafka, the default; or `--broker tansu`) and a fresh copy of a seeded database,
+then runs in one invocation:
 
 1. e2e: the real pipeline over HTTP: `refundctl ingress` and `refundctl worker`
    processes, loaded by a separate client process with signed requests of all four
@@ -18,7 +19,7 @@ With `--connections auto` (the default), short probes first choose the client's
 connection count: for e2e the most requests/s with p99 within 100 ms (on a stack of its
 own, as Tansu slows as it fills), for direct the most requests/s.
 
-One line per part, then `bench: e2e_rps=… … burst_in_deadline_pct=…`. Every wait is
+One line per part, then `bench: broker=… e2e_rps=… … burst_in_deadline_pct=…`. Every wait is
 bounded; all traffic goes to 127.0.0.1.
 """
 
@@ -85,7 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--direct-pool", type=int, default=8, help="database connections per direct process")
     add("--direct-loop", choices=("asyncio", "uvloop"), default="asyncio", help="its loop")
     add("--batch", type=int, default=0, help="WORKER_BATCH_RECORDS_MAX (0: product default)")
-    add("--fetch-max-wait-ms", type=int, default=10, help="KAFKA_FETCH_MAX_WAIT_MS (5-20)")
+    add("--broker", choices=("kafka", "tansu"), default="kafka", help="the broker (default kafka)")
+    add(
+        "--fetch-max-wait-ms",
+        type=int,
+        default=10,
+        help="KAFKA_FETCH_MAX_WAIT_MS on Tansu (5-20); Apache Kafka long-polls (product default)",
+    )
     add("--players", type=int, default=workload.PLAYERS_DEFAULT, help="accounts")
     add("--rate-cap", type=int, default=6000, help="requests/s the plan is sized for")
     add("--client", choices=("raw", "httpx"), default="raw", help="load client's HTTP stack")
@@ -168,15 +175,6 @@ def postgres_pids(pg_dir: Path) -> list[int]:
     return pids
 
 
-def tansu_pids(bootstrap: str) -> list[int]:
-    pids = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if "broker" in cmdline and any(bootstrap in arg for arg in cmdline):
-            pids.append(process.pid)
-    return pids
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, work_dir: Path, pg_url: str) -> None:
         self.args = args
@@ -212,22 +210,24 @@ class Bench:
             out.writelines(f"{tx} {signature}\n" for tx, signature in signatures.items())
         await stack.create_template(self.pg_url, template, known, self.args.players)
 
-    def env(self, bootstrap: str, database_url: str) -> dict[str, str]:
-        env = stack.stack_env(bootstrap, database_url, self.naga_public)
-        env["KAFKA_FETCH_MAX_WAIT_MS"] = str(self.args.fetch_max_wait_ms)
+    def env(self, broker: stack.Broker, database_url: str) -> dict[str, str]:
+        env = stack.stack_env(broker, database_url, self.naga_public)
         if self.args.batch:
             env["WORKER_BATCH_RECORDS_MAX"] = str(self.args.batch)
         return env
 
-    def cpu_meter(self, processes: Processes, bootstrap: str | None) -> CpuMeter:
+    def new_broker(self, part: str):  # type: ignore[no-untyped-def]
+        return stack.broker(self.args.broker, self.work_dir, part, self.args.fetch_max_wait_ms)
+
+    def cpu_meter(self, processes: Processes, broker: stack.Broker | None) -> CpuMeter:
         groups: dict[str, Callable[[], list[int]]] = {}
         for role in ("ingress", "worker", "direct"):
             pids = [p.pid for name, p in processes.started if f"-{role}" in f"-{name}"]
             if pids:
                 groups[role] = lambda pids=pids: pids  # type: ignore[misc]
         groups["postgres"] = lambda: postgres_pids(self.work_dir / "pg")
-        if bootstrap:
-            groups["tansu"] = lambda: tansu_pids(bootstrap)
+        if broker is not None:
+            groups[broker.kind] = broker.pids
         return CpuMeter(groups)
 
     async def run_load(self, spec: dict[str, Any], name: str, meter: CpuMeter) -> dict[str, Any]:
@@ -281,9 +281,9 @@ class Bench:
     @contextlib.asynccontextmanager
     async def pipeline(self, part: str, database: str, template: str = TEMPLATE_DB):  # type: ignore[no-untyped-def]
         """Fresh broker, fresh database, workers and ingress processes, all ready."""
-        with stack.tansu(self.work_dir, part) as bootstrap:
+        with self.new_broker(part) as broker:
             url = await stack.clone_database(self.pg_url, template, database)
-            env = self.env(bootstrap, url)
+            env = self.env(broker, url)
             await stack.create_stack_topics(env)
             processes = Processes(self.work_dir)
             try:
@@ -301,7 +301,7 @@ class Bench:
                     await processes.wait_http(url_, "/readyz")
                 joined_s = await processes.wait_assigned(workers, PARTITIONS)
                 note(f"{part}: stack ready, workers assigned after {joined_s:.1f} s")
-                yield urls, processes, bootstrap
+                yield urls, processes, broker
             finally:
                 processes.stop_all()
             counts = await stack.assert_conservation(url)
@@ -343,8 +343,8 @@ class Bench:
             async with self.pipeline("e2e-probe", "bench_e2e_probe") as (urls, processes, _):
                 connections, used, probes = await self.sweep("e2e", urls, processes, True)
             self.chosen_connections = connections
-        async with self.pipeline("e2e", "bench_e2e") as (urls, processes, bootstrap):
-            meter = self.cpu_meter(processes, bootstrap)
+        async with self.pipeline("e2e", "bench_e2e") as (urls, processes, broker):
+            meter = self.cpu_meter(processes, broker)
             spec = self.mix_spec(urls, args.e2e_seconds, self.mix_size, 7, connections, used)
             result = await self.run_load(spec, "e2e", meter)
         self.results |= {
@@ -408,9 +408,9 @@ class Bench:
     async def worker(self) -> None:
         args = self.args
         total = args.worker_events
-        with stack.tansu(self.work_dir, "worker") as bootstrap:
+        with self.new_broker("worker") as broker:
             url = await stack.clone_database(self.pg_url, TEMPLATE_DB, "bench_worker")
-            env = self.env(bootstrap, url)
+            env = self.env(broker, url)
             await stack.create_stack_topics(env)
             kafka = config.kafka_settings(env)
             published_s = await self._publish(kafka, self.plan.entries[:total])
@@ -418,7 +418,7 @@ class Bench:
             try:
                 for i in range(args.drain_workers):
                     processes.refundctl(f"worker-worker-{i}", "worker", env)
-                meter = self.cpu_meter(processes, bootstrap)
+                meter = self.cpu_meter(processes, broker)
                 meter.start()
                 first, last, at_first = await self._drain(processes, url, kafka, total)
                 meter.stop()
@@ -497,8 +497,8 @@ class Bench:
 
     async def burst(self) -> None:
         args = self.args
-        async with self.pipeline("burst", "bench_burst") as (urls, processes, bootstrap):
-            meter = self.cpu_meter(processes, bootstrap)
+        async with self.pipeline("burst", "bench_burst") as (urls, processes, broker):
+            meter = self.cpu_meter(processes, broker)
             spec = {
                 "mode": "burst",
                 "urls": urls,
@@ -533,9 +533,9 @@ class Bench:
         async with self.pipeline("soak", "bench_soak", "bench_soak_template") as (
             urls,
             processes,
-            bootstrap,
+            broker,
         ):
-            meter = self.cpu_meter(processes, bootstrap)
+            meter = self.cpu_meter(processes, broker)
             pids = {name: p.pid for name, p in processes.started}
             samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
             connections = self.chosen_connections or 64
@@ -570,7 +570,7 @@ class Bench:
         r = self.results
         ratio = r.get("e2e_rps", math.nan) / r.get("direct_rps", math.nan)
         return (
-            f"bench: e2e_rps={r.get('e2e_rps', math.nan):.0f}"
+            f"bench: broker={self.args.broker} e2e_rps={r.get('e2e_rps', math.nan):.0f}"
             f" e2e_p50_ms={r.get('e2e_p50_ms', math.nan):.1f}"
             f" e2e_p99_ms={r.get('e2e_p99_ms', math.nan):.1f}"
             f" direct_rps={r.get('direct_rps', math.nan):.0f}"

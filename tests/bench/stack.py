@@ -1,6 +1,7 @@
-"""The benchmark's infrastructure: fresh Tansu brokers and databases, and the processes
-under test (`refundctl ingress`, `refundctl worker`, the direct baseline), each started
-as its own process with its log in the run's work directory, and stopped when done."""
+"""The benchmark's infrastructure: fresh brokers (Apache Kafka or Tansu) and databases,
+and the processes under test (`refundctl ingress`, `refundctl worker`, the direct
+baseline), each started as its own process with its log in the run's work directory,
+and stopped when done."""
 
 import asyncio
 import contextlib
@@ -10,13 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 
-from refundctl import config, devstack
+from refundctl import apache_kafka, config, devstack
 from refundctl.topics import create_topics
 from tests.bench import workload
 from tests.infra import with_database
@@ -27,11 +30,40 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 
 
+@dataclass(frozen=True)
+class Broker:
+    """A broker started for one part: its address, the settings its clients need and
+    its processes (for the CPU meter)."""
+
+    kind: str  # "kafka" or "tansu"
+    bootstrap: str
+    env: Mapping[str, str]
+    pids: Callable[[], list[int]]
+
+
+def _pids_with_argument(fragment: str) -> list[int]:
+    pids = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if any(fragment in arg for arg in cmdline):
+            pids.append(process.pid)
+    return pids
+
+
 @contextlib.contextmanager
-def tansu(work_dir: Path, name: str) -> Iterator[str]:
-    """A fresh memory-backed broker (its store slows as it fills: one per part)."""
+def broker(kind: str, work_dir: Path, name: str, fetch_max_wait_ms: int) -> Iterator[Broker]:
+    """A fresh broker per part: Apache Kafka (its log under the work directory, Kafka's
+    long-poll fetch, idempotent producer) or memory-backed Tansu (it slows as it fills;
+    no idempotent producer; fetches wait `fetch_max_wait_ms`, 5-20 ms)."""
+    if kind == "kafka":
+        with apache_kafka.apache_kafka(work_dir / f"kafka-{name}") as node:
+            pid = node.process.pid if node.process else 0
+            yield Broker(kind, node.bootstrap_servers, {}, lambda: [pid])
+        return
+    assert kind == "tansu"
     with devstack.tansu(work_dir / f"tansu-{name}.log") as bootstrap:
-        yield bootstrap
+        env = {**devstack.TANSU_KAFKA_ENV, "KAFKA_FETCH_MAX_WAIT_MS": str(fetch_max_wait_ms)}
+        yield Broker(kind, bootstrap, env, lambda: [p for p in _pids_with_argument(bootstrap) if p])
 
 
 async def connect(url: str) -> asyncpg.Connection:
@@ -90,15 +122,15 @@ async def assert_conservation(url: str) -> dict[str, int]:
         await conn.close()
 
 
-def stack_env(bootstrap: str, database_url: str, naga_public_key: Path) -> dict[str, str]:
+def stack_env(broker: Broker, database_url: str, naga_public_key: Path) -> dict[str, str]:
     return {
         **config.DEV_SECRETS,
         "NAGA_PUBLIC_KEY_FILE": str(naga_public_key),
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "DATABASE_URL": database_url,
         "WORKER_METRICS_PORT": "0",
         "HTTP_HOST": "127.0.0.1",
-        **devstack.TANSU_KAFKA_ENV,
+        **broker.env,
     }
 
 

@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE_TIMEOUT_S = 90
+SMOKE_TIMEOUT_S = 240
 TINY = [
     "--e2e-seconds=2",
     "--warmup-seconds=1",
@@ -29,15 +29,16 @@ TINY = [
 ]
 NUMBER = r"(\d+(?:\.\d+)?)"
 SUMMARY = re.compile(
-    rf"^bench: e2e_rps={NUMBER} e2e_p50_ms={NUMBER} e2e_p99_ms={NUMBER}"
+    rf"^bench: broker=(kafka|tansu) e2e_rps={NUMBER} e2e_p50_ms={NUMBER} e2e_p99_ms={NUMBER}"
     rf" direct_rps={NUMBER} ratio_e2e_direct={NUMBER} worker_refunds_per_s={NUMBER}"
     rf" burst_in_deadline_pct={NUMBER}$"
 )
 
 
-def test_benchmark_runs_end_to_end_and_prints_every_field() -> None:
+@pytest.mark.parametrize("broker", ["kafka"])
+def test_benchmark_runs_end_to_end_and_prints_every_field(broker: str) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.bench.run", *TINY],
+        [sys.executable, "-m", "tests.bench.run", *TINY, "--broker", broker],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -48,4 +49,6 @@ def test_benchmark_runs_end_to_end_and_prints_every_field() -> None:
     lines = completed.stdout.strip().splitlines()
     for part in ("e2e", "direct", "worker", "burst"):
         assert any(line.startswith(f"{part}: ") for line in lines), completed.stdout
-    assert SUMMARY.match(lines[-1]), lines[-1]
+    summary = SUMMARY.match(lines[-1])
+    assert summary, lines[-1]
+    assert summary.group(1) == broker

@@ -1,5 +1,6 @@
-"""The README's first command, for real: `refundctl dev` with its embedded broker and
-database in a fresh directory, driven with `refundctl ledger` and a signed request."""
+"""The README's first command, for real: `refundctl dev` with its embedded broker (Tansu,
+the default, and Apache Kafka) and database in a fresh directory, driven with
+`refundctl ledger` and a signed request."""
 
 import json
 import os
@@ -36,7 +37,8 @@ def cancel(port: int, *, transaction_id: str, reference_id: str) -> dict[str, ob
     return reply
 
 
-def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["tansu", "kafka"])
+def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path, broker: str) -> None:
     port = devstack.free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
@@ -48,7 +50,7 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path) -> None:
         return (tmp_path / "dev.log").read_text()[-3000:]
 
     dev = subprocess.Popen(
-        [REFUNDCTL, "dev", "--workers", "1"],
+        [REFUNDCTL, "dev", "--workers", "1", "--broker", broker],
         cwd=tmp_path,
         env=env,
         stdout=log,

@@ -34,11 +34,29 @@ DEFINITIVE = {"OK"}  # a refund (or the stored answer of one, on a retry)
 RETRYABLE = "ERR_UNKNOWN"  # no outcome within the deadline: the provider retries
 
 
+def tail(path: Path) -> str:
+    return path.read_text()[-3000:]
+
+
+def spawn(
+    args: list[str], cwd: Path, env: dict[str, str], log_path: Path
+) -> "subprocess.Popen[bytes]":
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [REFUNDCTL, *args], cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+
+
+def read_json(path: Path) -> dict[str, str]:
+    loaded: dict[str, str] = json.loads(path.read_text())
+    return loaded
+
+
 async def wait_ready(port: int, dev: subprocess.Popen[bytes], dev_log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     async with httpx.AsyncClient() as client:
         while True:
-            assert dev.poll() is None, dev_log.read_text()[-3000:]
+            assert dev.poll() is None, tail(dev_log)
             try:
                 answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
                 if answer.status_code == 200:
@@ -72,20 +90,13 @@ async def test_dev_stack_survives_worker_churn(tmp_path: Path, broker: str) -> N
     }
     env["HTTP_PORT"] = str(port)
     dev_log = tmp_path / "dev.log"
-    extra_log = (tmp_path / "extra-workers.log").open("ab")
+    extra_log = tmp_path / "extra-workers.log"
     rng = random.Random(11)
-    with dev_log.open("ab") as log_file:
-        dev = subprocess.Popen(
-            [REFUNDCTL, "dev", "--workers", "1", "--broker", broker],
-            cwd=tmp_path,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    dev = spawn(["dev", "--workers", "1", "--broker", broker], tmp_path, env, dev_log)
     extras: list[subprocess.Popen[bytes]] = []
     try:
         await wait_ready(port, dev, dev_log)
-        stack = json.loads((tmp_path / ".refund-dev" / "stack.json").read_text())
+        stack = read_json(tmp_path / ".refund-dev" / "stack.json")
         worker_env = {
             **env,
             **config.DEV_SECRETS,
@@ -109,15 +120,7 @@ async def test_dev_stack_survives_worker_churn(tmp_path: Path, broker: str) -> N
             await conn.close()
 
         def start_extra() -> None:
-            extras.append(
-                subprocess.Popen(
-                    [REFUNDCTL, "worker"],
-                    cwd=tmp_path,
-                    env=worker_env,
-                    stdout=extra_log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+            extras.append(spawn(["worker"], tmp_path, worker_env, extra_log))
 
         async def churn() -> int:
             kills = 0
@@ -144,7 +147,7 @@ async def test_dev_stack_survives_worker_churn(tmp_path: Path, broker: str) -> N
             kills, _ = await asyncio.gather(churn(), traffic(client))
             for process in extras:
                 process.send_signal(signal.SIGKILL)
-            assert dev.poll() is None, dev_log.read_text()[-3000:]
+            assert dev.poll() is None, tail(dev_log)
 
             # The churn is over: every cancel, retried as the provider retries, ends
             # with a definitive answer, and the stack is still the one we started.
@@ -152,7 +155,7 @@ async def test_dev_stack_survives_worker_churn(tmp_path: Path, broker: str) -> N
             pending = [i for i in range(CANCELS) if not DEFINITIVE & set(answers[i])]
             while pending:
                 assert time.monotonic() < deadline, f"unanswered after churn: {pending}"
-                assert dev.poll() is None, dev_log.read_text()[-3000:]
+                assert dev.poll() is None, tail(dev_log)
                 for index in pending:
                     answers[index].append(await send_cancel(client, port, index))
                 pending = [i for i in pending if not DEFINITIVE & set(answers[i])]
@@ -172,7 +175,6 @@ async def test_dev_stack_survives_worker_churn(tmp_path: Path, broker: str) -> N
             if process.poll() is None:
                 process.kill()
             process.wait(10)
-        extra_log.close()
         dev.send_signal(signal.SIGINT)
         code = dev.wait(60)
-    assert code == 0, dev_log.read_text()[-3000:]
+    assert code == 0, tail(dev_log)

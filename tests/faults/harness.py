@@ -13,13 +13,19 @@ is tried again in a later round), and meanwhile injects faults chosen from a see
   timeout, then SIGCONT: the worker writes with partitions it lost and must be fenced);
 - `pg_terminate_backend` of the workers' connections, and provoked deadlocks;
 - ingress restarts with requests in flight;
+- on Apache Kafka (`--broker kafka`, the default), the faults a real cluster has: the
+  broker SIGKILLed and restarted on its log directory, the broker paused (SIGSTOP) for
+  longer than the session timeout, and PostgreSQL's postmaster and backends SIGKILLed
+  and restarted mid-load (crash recovery: a COMMIT whose answer was lost must neither
+  double nor lose a refund);
+- `--churn-seconds N`: after the random faults, a worker SIGKILLed every 1-3 s for N s;
 - at the end, an operator replay of the whole request topic from offset 0.
 
-Workers leave the group gracefully (SIGTERM) only while its rebalance is not under way:
-Tansu 0.6 (the dev broker) keeps a leader that sent LeaveGroup mid-rebalance as the
-group's leader, and the group never completes a rebalance again (every JoinGroup names
-the departed leader). Kafka re-elects; the harness works around the dev broker there
-and nowhere else. Kills (no LeaveGroup) and zombies happen at any moment.
+On Tansu (`--broker tansu`) workers leave the group gracefully (SIGTERM) only while its
+rebalance is not under way: Tansu 0.6 keeps a leader that sent LeaveGroup mid-rebalance
+as the group's leader, and the group never completes a rebalance again (every JoinGroup
+names the departed leader). Apache Kafka re-elects, so there leaves happen at any
+moment, like kills (no LeaveGroup) and zombies everywhere.
 
 Then it prints one line (last):
 `faults: seed=… requests=… faults=… double_refunds=0 lost=0 unanswered=0
@@ -52,7 +58,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from refundctl import config, devstack
 from refundctl.topics import create_topics
-from tests.infra import start_infra, with_database
+from tests.infra import Infra, chosen_broker, start_infra, with_database
 from tests.support import scorpio_body, scorpio_headers
 from worker import ledger
 from worker.ledger import LedgerRefusal
@@ -66,7 +72,10 @@ ATTEMPTS_PER_ROUND = 3  # Scorpio: a failed call is retried up to 2 more times
 HTTP_TIMEOUT_S = 8.0
 WORKER_FAULT_POINTS = "before_commit:0.02,after_commit:0.02,after_publish:0.02,serialization:0.03"
 SESSION_TIMEOUT_S = 10  # aiokafka's default: a stopped worker is evicted after this
-STABLE_WAIT_S = 20.0  # a graceful leave waits this long, at most, for a settled group
+STABLE_WAIT_S = 20.0  # on Tansu, a graceful leave waits this long for a settled group
+BROKER_DOWN_S = (1.0, 4.0)  # a killed broker stays down this long before its restart
+POSTGRES_DOWN_S = (0.5, 3.0)  # a crashed PostgreSQL stays down this long
+CHURN_INTERVAL_S = (1.0, 3.0)  # a worker killed this often during the churn phase
 
 
 @dataclass
@@ -227,31 +236,55 @@ class Faults:
         database_url: str,
         counts: Counts,
         admin: AIOKafkaAdminClient,
+        infra: Infra,
     ) -> None:
         self.stack = stack
         self.rng = rng
         self.database_url = database_url
         self.counts = counts
         self.admin = admin
+        self.infra = infra
 
-    async def run(self, until: float, interval_s: float) -> None:
-        kinds = [
-            "kill_worker",
-            "rebalance",
-            "zombie",
-            "pg_terminate",
-            "deadlock",
-            "ingress_restart",
-        ]
-        weights = [4, 2, 1, 2, 1, 1]
+    def kinds(self) -> dict[str, int]:
+        """The faults this run can inject, with their weights."""
+        kinds = {
+            "kill_worker": 4,
+            "rebalance": 2,
+            "zombie": 1,
+            "pg_terminate": 2,
+            "deadlock": 1,
+            "ingress_restart": 1,
+        }
+        if self.infra.broker is not None:  # Apache Kafka, run by the harness
+            kinds |= {"broker_restart": 1, "broker_pause": 1}
+        if self.infra.postgres is not None:  # PostgreSQL, run by the harness
+            kinds |= {"postgres_crash": 1}
+        return kinds
+
+    async def run(self, until: float, interval_s: float, churn_s: float) -> None:
+        kinds = self.kinds()
         while time.monotonic() < until:
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * interval_s)
-            kind = self.rng.choices(kinds, weights)[0]
+            kind = self.rng.choices(list(kinds), list(kinds.values()))[0]
             self.stack.note("fault", kind=kind)
-            with contextlib.suppress(Exception):
+            try:
                 if await getattr(self, kind)():
                     self.counts.faults[kind] += 1
+            except Exception as exc:  # a fault that could not be injected is noted, not fatal
+                self.stack.note("fault_failed", kind=kind, error=repr(exc)[:300])
+        if churn_s > 0:
+            await self.churn(churn_s)
         await self.stack.calm()
+
+    async def churn(self, seconds: float) -> None:
+        """A worker SIGKILLed every 1-3 s for `seconds`; supervisors start new ones."""
+        self.stack.note("churn_started", seconds=seconds)
+        ends = time.monotonic() + seconds
+        while time.monotonic() < ends:
+            await asyncio.sleep(self.rng.uniform(*CHURN_INTERVAL_S))
+            if await self.kill_worker():
+                self.counts.faults["churn_kill"] += 1
+        self.stack.note("churn_ended")
 
     def _some_worker(self) -> asyncio.subprocess.Process | None:
         workers = sorted(self.stack.workers.values(), key=lambda p: p.pid)
@@ -272,7 +305,8 @@ class Faults:
         await asyncio.sleep(self.rng.uniform(3, 8))
         if len(self.stack.workers) <= 2:
             return True
-        if not await self.group_stable(STABLE_WAIT_S):
+        tansu = bool(self.infra.kafka_env)  # Tansu-only settings mean the broker is Tansu
+        if tansu and not await self.group_stable(STABLE_WAIT_S):
             self.stack.note("leave_skipped", reason="group not settled")
             return True
         worker = self._some_worker()  # chosen once settled: a live member
@@ -344,6 +378,45 @@ class Faults:
         await self.stack.start_ingress()
         return True
 
+    async def broker_restart(self) -> bool:
+        """SIGKILL the broker, keep it down a moment, restart it on the same log
+        directory: clients reconnect, nothing acknowledged is lost or doubled."""
+        broker = self.infra.broker
+        assert broker is not None
+        self.stack.note("broker_kill")
+        await asyncio.to_thread(broker.kill)
+        await asyncio.sleep(self.rng.uniform(*BROKER_DOWN_S))
+        await asyncio.to_thread(broker.start)
+        self.stack.note("broker_started", started_in_s=round(broker.started_in_s, 2))
+        return True
+
+    async def broker_pause(self) -> bool:
+        """Freeze the broker past the consumers' session timeout, then let it run on:
+        every member's session expires at once when it wakes."""
+        broker = self.infra.broker
+        assert broker is not None
+        self.stack.note("broker_pause")
+        broker.pause()
+        try:
+            await asyncio.sleep(SESSION_TIMEOUT_S + self.rng.uniform(1, 4))
+        finally:
+            broker.resume()
+            self.stack.note("broker_resume")
+        return True
+
+    async def postgres_crash(self) -> bool:
+        """SIGKILL the postmaster and its backends mid-load, then restart it: crash
+        recovery keeps what was committed; a COMMIT whose answer was lost is retried
+        against the stored offsets and outcomes."""
+        postgres = self.infra.postgres
+        assert postgres is not None
+        self.stack.note("postgres_crash")
+        await asyncio.to_thread(postgres.crash)
+        await asyncio.sleep(self.rng.uniform(*POSTGRES_DOWN_S))
+        await asyncio.to_thread(postgres.restart)
+        self.stack.note("postgres_restarted")
+        return True
+
 
 class Traffic:
     def __init__(self, cancels: list[Cancel], port: int, counts: Counts, database_url: str) -> None:
@@ -355,6 +428,7 @@ class Traffic:
         self.counts = counts
         self.database_url = database_url
         self.early_debits_accepted = 0
+        self.late_debits_untried = 0
 
     async def _attempt(
         self, client: httpx.AsyncClient, cancel: Cancel
@@ -398,21 +472,33 @@ class Traffic:
             await self._late_debit(cancel)
 
     async def _late_debit(self, cancel: Cancel) -> None:
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            await ledger.debit(
-                conn,
-                provider="scorpio",
-                player=cancel.player,
-                currency="EUR",
-                amount=Decimal("10.00"),
-                tx=cancel.bet_tx,
-            )
-            self.early_debits_accepted += 1
-        except LedgerRefusal:
-            pass
-        finally:
-            await conn.close()
+        """The debit of an early cancel's bet, arriving late: it must be refused. Tried
+        again while the database is down (a crash fault), at most 30 times."""
+        for _ in range(30):
+            try:
+                conn = await asyncpg.connect(self.database_url, timeout=5)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                await asyncio.sleep(1)
+                continue
+            try:
+                await ledger.debit(
+                    conn,
+                    provider="scorpio",
+                    player=cancel.player,
+                    currency="EUR",
+                    amount=Decimal("10.00"),
+                    tx=cancel.bet_tx,
+                )
+                self.early_debits_accepted += 1
+                return
+            except LedgerRefusal:
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self.late_debits_untried += 1
 
     async def run(self, until: float, rate_per_s: float, concurrency: int) -> None:
         """Send cancels at `rate_per_s` (and retries) until all are answered or `until`."""
@@ -563,7 +649,7 @@ async def check(database_url: str, cancels: list[Cancel]) -> dict[str, int]:
     }
 
 
-async def run(minutes: float, seed: int, work_dir: Path) -> int:
+async def run(minutes: float, seed: int, work_dir: Path, broker: str, churn_s: float) -> int:
     rng = random.Random(seed)
     budget_s = minutes * 60
     started = time.monotonic()
@@ -571,7 +657,7 @@ async def run(minutes: float, seed: int, work_dir: Path) -> int:
     drain_until = started + budget_s + max(120.0, budget_s * 0.5)
     cancels_total = max(150, int(550 * minutes))
     counts = Counts()
-    with start_infra(work_dir) as infra:
+    with start_infra(work_dir, broker) as infra:
         async with fresh_database(infra.database_url) as database_url:
             prefix = f"faults{seed}."
             naga_dir = work_dir / "naga"
@@ -599,10 +685,12 @@ async def run(minutes: float, seed: int, work_dir: Path) -> int:
             traffic = Traffic(cancels, stack.port, counts, database_url)
             admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap_servers)
             await admin.start()
-            faults = Faults(stack, rng, database_url, counts, admin)
+            faults = Faults(stack, rng, database_url, counts, admin, infra)
             rate = cancels_total / (budget_s * 0.6)
             fault_task = asyncio.create_task(
-                faults.run(traffic_until, interval_s=max(2.0, budget_s / 200))
+                faults.run(
+                    traffic_until - churn_s, interval_s=max(2.0, budget_s / 200), churn_s=churn_s
+                )
             )
             try:
                 await traffic.run(drain_until, rate_per_s=rate, concurrency=48)
@@ -623,6 +711,8 @@ async def run(minutes: float, seed: int, work_dir: Path) -> int:
         f"detail: cancels={len(cancels)} attempts={sum(c.attempts for c in cancels)}"
         f" faults_by_kind={dict(sorted(counts.faults.items()))} replay={replay}"
         f" early_debits_accepted={traffic.early_debits_accepted}"
+        f" late_debits_untried={traffic.late_debits_untried}"
+        f" broker={broker} churn_s={churn_s:g}"
         f" unexpected_worker_exits={stack.unexpected_exits}"
         f" elapsed_s={time.monotonic() - started:.0f}"
         f" logs={work_dir}",
@@ -653,12 +743,30 @@ def main() -> int:
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="logs and data (default: a temp dir)"
     )
+    parser.add_argument(
+        "--broker",
+        choices=["kafka", "tansu"],
+        default=chosen_broker() if chosen_broker() in ("kafka", "tansu") else "kafka",
+        help="Apache Kafka (default; REFUND_TEST_BROKER) or Tansu, started by the harness",
+    )
+    parser.add_argument(
+        "--churn-seconds",
+        type=float,
+        default=0.0,
+        help="after the random faults, kill a worker every 1-3 s for this long (default 0)",
+    )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**9)
-    print(f"faults: seed={seed} minutes={args.minutes} (replay: --seed {seed})", flush=True)
+    print(
+        f"faults: seed={seed} minutes={args.minutes} broker={args.broker}"
+        f" churn_seconds={args.churn_seconds:g} (replay: --seed {seed})",
+        flush=True,
+    )
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="refund-faults-"))
     work_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(run(args.minutes, seed, work_dir))
+    if args.churn_seconds >= args.minutes * 60 * 0.75:
+        parser.error("--churn-seconds must fit in the fault phase (3/4 of --minutes)")
+    return asyncio.run(run(args.minutes, seed, work_dir, args.broker, args.churn_seconds))
 
 
 if __name__ == "__main__":
