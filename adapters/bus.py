@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pydantic
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from schemas import CancelOutcome, CancelRequested, ReplyTo
 from schemas.transport import (
@@ -35,6 +36,7 @@ class BusCounters:
     replies_dropped: int = 0  # late or unknown correlation id
     deadline_misses: int = 0
     shed: int = 0  # refused because too many events were already waiting
+    publish_failures: int = 0  # events whose publish failed or did not finish in time
 
 
 def event_key(event: CancelRequested) -> bytes:
@@ -94,38 +96,40 @@ class RequestReplyClient:
     async def request(
         self, events: Sequence[CancelRequested], deadline_ms: int
     ) -> list[CancelOutcome | None]:
-        """Publish `events` and await their outcomes until `deadline_ms` (epoch ms).
+        """Publish `events` and await their outcomes until `deadline_ms` (epoch ms): one
+        bound for the publish (metadata, delivery) and the wait together.
 
-        Returns one outcome per event, None where none arrived in time.
+        Returns one outcome per event, None where none arrived in time. Only the
+        broker's failures and the deadline are answered here (None: the provider's
+        retryable answer); anything else is a bug and propagates to the caller.
         """
+        if not events:
+            return []
         if len(self._pending) + len(events) > self._pending_max:
             self.counters.shed += len(events)
             return [None] * len(events)
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, deadline_ms / 1000 - time.time())
         futures = [loop.create_future() for _ in events]
         for event, future in zip(events, futures, strict=True):
             assert event.correlation_id not in self._pending
             self._pending[event.correlation_id] = future
+        published = False
         try:
-            sends = [
-                await self._producer.send(
-                    self._kafka.topics.requests,
-                    encode(event),
-                    key=event_key(event),
-                    headers=[
-                        (HEADER_SCHEMA, SCHEMA_CANCEL_REQUESTED),
-                        (HEADER_CORRELATION_ID, event.correlation_id.encode()),
-                    ],
-                )
-                for event in events
-            ]
-            timeout_s = max(0.0, deadline_ms / 1000 - time.time())
-            await asyncio.wait_for(asyncio.gather(*sends), timeout_s)
-            self.counters.published += len(events)
-            timeout_s = max(0.0, deadline_ms / 1000 - time.time())
-            if timeout_s > 0:
-                await asyncio.wait(futures, timeout=timeout_s)
-        except Exception as exc:  # publish failed or too slow: the answer is retryable
+            async with asyncio.timeout_at(deadline):
+                deliveries = [await self._send(event) for event in events]
+                await asyncio.wait(deliveries)  # never cancels them: they may still land
+                for delivery in deliveries:
+                    delivery.result()  # the broker's refusal, if any, raises here
+                published = True
+                self.counters.published += len(events)
+                await asyncio.wait(futures)
+        except TimeoutError:
+            if not published:
+                self.counters.publish_failures += len(events)
+                log.warning("publish_timed_out", events=len(events))
+        except KafkaError as exc:  # the broker refused or is away: the answer is retryable
+            self.counters.publish_failures += len(events)
             log.warning("publish_failed", error=type(exc).__name__)
         finally:
             for event in events:
@@ -135,6 +139,21 @@ class RequestReplyClient:
             future.cancel()
         self.counters.deadline_misses += sum(outcome is None for outcome in outcomes)
         return outcomes
+
+    async def _send(self, event: CancelRequested) -> "asyncio.Future[object]":
+        """Hand one event to the producer (waits for the topic's metadata and for room in
+        its buffer); returns its delivery future, whose failure is always retrieved."""
+        delivery: asyncio.Future[object] = await self._producer.send(
+            self._kafka.topics.requests,
+            encode(event),
+            key=event_key(event),
+            headers=[
+                (HEADER_SCHEMA, SCHEMA_CANCEL_REQUESTED),
+                (HEADER_CORRELATION_ID, event.correlation_id.encode()),
+            ],
+        )
+        delivery.add_done_callback(_retrieve)
+        return delivery
 
     async def _read_replies(self) -> None:
         while True:
@@ -155,3 +174,10 @@ class RequestReplyClient:
             return
         future.set_result(outcome)
         self.counters.replies_matched += 1
+
+
+def _retrieve(delivery: "asyncio.Future[object]") -> None:
+    """A delivery that fails after its request stopped waiting is not an unretrieved
+    exception (the request already answered; the provider retries)."""
+    if not delivery.cancelled():
+        delivery.exception()
