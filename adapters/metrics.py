@@ -7,6 +7,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from adapters.bus import BusCounters
+from adapters.http_server import CLOSE_REASONS, DISCONNECT_PHASES, HttpCounters
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.5, 5.0)
 
@@ -24,14 +25,52 @@ class _BusCollector(Collector):
             ("replies_dropped", "Late or unknown outcomes dropped"),
             ("deadline_misses", "Events with no outcome within the deadline"),
             ("shed", "Events refused at once because too many were waiting"),
+            ("publish_failures", "Events whose publish failed or did not finish in time"),
         ):
             family = CounterMetricFamily(f"refund_ingress_{name}", help_text)
             family.add_metric([], getattr(self._counters, name))
             yield family
 
 
+class _HttpCollector(Collector):
+    """Reads the HTTP server's counters at scrape time (bounded label sets)."""
+
+    def __init__(self, counters: HttpCounters) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._counters
+        opened = CounterMetricFamily(
+            "refund_ingress_http_connections_opened", "HTTP connections accepted"
+        )
+        opened.add_metric([], counters.connections_opened)
+        yield opened
+        closed = CounterMetricFamily(
+            "refund_ingress_http_connections_closed",
+            "HTTP connections the server closed, by reason (limits, timeouts, room)",
+            labels=["reason"],
+        )
+        for reason in CLOSE_REASONS:
+            closed.add_metric([reason], counters.closed[reason])
+        yield closed
+        gone = CounterMetricFamily(
+            "refund_ingress_client_disconnects",
+            "Clients that went away mid-request: in its head, its body, or before the answer",
+            labels=["phase"],
+        )
+        for phase in DISCONNECT_PHASES:
+            gone.add_metric([phase], counters.disconnects[phase])
+        yield gone
+        errors = CounterMetricFamily(
+            "refund_ingress_http_handler_errors",
+            "Requests answered 500 because a handler raised (a bug; logged with a traceback)",
+        )
+        errors.add_metric([], counters.handler_errors)
+        yield errors
+
+
 class IngressMetrics:
-    def __init__(self, bus_counters: BusCounters) -> None:
+    def __init__(self, bus_counters: BusCounters, http_counters: HttpCounters) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "refund_ingress_requests",
@@ -55,7 +94,18 @@ class IngressMetrics:
         self.in_flight = Gauge(
             "refund_ingress_in_flight", "Requests awaiting outcomes", registry=self.registry
         )
+        self.request_errors = Counter(
+            "refund_ingress_request_errors",
+            "Provider requests answered 'retry' because the ingress raised (a bug; logged "
+            "with a traceback)",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.http_connections = Gauge(
+            "refund_ingress_http_connections", "Open HTTP connections", registry=self.registry
+        )
         self.registry.register(_BusCollector(bus_counters))
+        self.registry.register(_HttpCollector(http_counters))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,7 +12,13 @@ from pathlib import Path
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from adapters.naga import NagaConfig
-from adapters.settings import IngressSettings, ProviderSecrets
+from adapters.settings import (
+    REPLY_DEADLINE_MS_MAX,
+    REPLY_DEADLINE_MS_MIN,
+    HttpLimits,
+    IngressSettings,
+    ProviderSecrets,
+)
 from schemas.transport import KafkaSettings, Topics
 from worker.faults import parse_fault_points
 from worker.settings import WorkerSettings
@@ -141,18 +147,40 @@ def provider_secrets(env: Mapping[str, str], *, dev_stack: bool = False) -> Prov
 
 def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
     kafka = kafka_settings(env)
+    requests_in_flight_max = _int(env, "INGRESS_REQUESTS_IN_FLIGHT_MAX", 5_000, 1, 100_000)
+    connections_max = _int(env, "HTTP_CONNECTIONS_MAX", 10_000, 2, 1_000_000)
+    if connections_max <= requests_in_flight_max:
+        raise ConfigError(
+            f"HTTP_CONNECTIONS_MAX ({connections_max}) must exceed "
+            f"INGRESS_REQUESTS_IN_FLIGHT_MAX ({requests_in_flight_max}): connections "
+            "awaiting an outcome are never closed to make room"
+        )
+    http = HttpLimits(
+        head_bytes_max=_int(env, "HTTP_HEAD_BYTES_MAX", 16 * 1024, 1024, 1024 * 1024),
+        headers_max=_int(env, "HTTP_HEADERS_MAX", 100, 1, 10_000),
+        head_timeout_ms=_int(env, "HTTP_HEAD_TIMEOUT_MS", 10_000, 1, 600_000),
+        body_timeout_ms=_int(env, "HTTP_BODY_TIMEOUT_MS", 10_000, 1, 600_000),
+        keepalive_idle_ms=_int(env, "HTTP_KEEPALIVE_IDLE_MS", 5_000, 1, 600_000),
+        connections_max=connections_max,
+        pipeline_requests_max=_int(env, "HTTP_PIPELINE_REQUESTS_MAX", 16, 1, 1_000),
+        linger_ms=_int(env, "HTTP_LINGER_MS", 2_000, 1, 600_000),
+    )
     return IngressSettings(
         kafka=kafka,
         secrets=provider_secrets(env),
         database_url=require(env, "DATABASE_URL"),
         http_host=env.get("HTTP_HOST", "0.0.0.0"),  # noqa: S104
         http_port=_int(env, "HTTP_PORT", 8080, 1, 65_535),
-        reply_deadline_ms=_int(env, "REPLY_DEADLINE_MS", 3500, 1, 60_000),
+        reply_deadline_ms=_int(
+            env, "REPLY_DEADLINE_MS", 3500, REPLY_DEADLINE_MS_MIN, REPLY_DEADLINE_MS_MAX
+        ),
         reply_partition=(
             _int(env, "INGRESS_REPLY_PARTITION", 0, 0, kafka.reply_partitions - 1)
             if env.get("INGRESS_REPLY_PARTITION")
             else None
         ),
+        requests_in_flight_max=requests_in_flight_max,
+        http=http,
     )
 
 

@@ -1,51 +1,27 @@
 """Running the long-lived processes until a stop event: ingress, worker, dev stack."""
 
 import asyncio
-import contextlib
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-import uvicorn
-
-from adapters.http_app import create_app
+from adapters import http_app
 from adapters.settings import IngressSettings
 from worker.status import OperationError
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: `refundctl` owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def run_ingress(settings: IngressSettings, stop: asyncio.Event) -> None:
     """Serve until `stop`; then stop accepting and let in-flight requests finish
-    (each is bounded by the reply deadline)."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        loop="none",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=int(settings.reply_deadline_ms / 1000) + 2,
-        limit_concurrency=settings.requests_in_flight_max * 2,
-    )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopping.cancel()
-    await serving
-    if server.started is False and not stop.is_set():
-        raise OperationError(f"ingress could not start on port {settings.http_port}")
+    (each is bounded by the reply deadline). The HTTP server is ours
+    (`adapters.http_server`): uvicorn cannot bound heads, header counts or idle
+    connections."""
+    try:
+        await http_app.serve(settings, stop)
+    except OSError as exc:
+        raise OperationError(
+            f"ingress could not start on port {settings.http_port}: {exc.strerror or exc}"
+        ) from exc
 
 
 async def run_ingress_once_assigned(
