@@ -19,7 +19,7 @@ import structlog
 from schemas import CancelOutcome, CancelRequested
 from worker import ledger
 from worker.decision import Decision, LedgerSnapshot, decide_batch
-from worker.ledger import Fenced, OffsetAdvance
+from worker.ledger import EventSource, Fenced, OffsetAdvance
 
 log = structlog.get_logger("worker.apply")
 
@@ -147,10 +147,12 @@ async def apply_batch(
     backoff_ms_max: int,
     before_commit: Callable[[], Awaitable[None]] | None = None,
     decide: DecideBatch = decide_batch,
+    sources: Sequence[EventSource] | None = None,
 ) -> list[CancelOutcome]:
     """Decide and write `events`; returns their outcomes in order. Raises Fenced,
     DecisionFailed when `decide` raises, and what the database raised when it is not
-    transient or the attempts are spent.
+    transient or the attempts are spent. `sources`, one per event when given, are
+    stored with the outcomes the events decide (`refundctl cancel show`).
 
     `before_commit` runs inside the transaction once the offsets are ours (the
     compare-and-set passed) and the writes are done; it may run again on a retry."""
@@ -160,7 +162,7 @@ async def apply_batch(
                 await ledger.advance_offsets(conn, group, advances)
                 snapshot = await ledger.load_snapshot(conn, events)
                 decided = decide_checked(decide, events, snapshot, now_ms)
-                await ledger.write_decisions(conn, decided)
+                await ledger.write_decisions(conn, decided, sources)
                 if before_commit is not None:
                     await before_commit()
             return [decision.outcome for _, decision in decided]

@@ -384,6 +384,7 @@ class RefundWorker:
             and the others' dead letters."""
             letters: list[tuple[int, DeadLetter]] = []
             events: list[CancelRequested] = []
+            sources: list[ledger.EventSource] = []
             for i in range(lo, hi):
                 entry = decoded[i]
                 if isinstance(entry, Undecodable):
@@ -392,6 +393,8 @@ class RefundWorker:
                     letters.append((i, DeadLetter(records[i], refused[i].cause, refused[i].reason)))
                 else:
                     events.append(entry)
+                    at = records[i]
+                    sources.append(ledger.EventSource(at.topic, at.partition, at.offset))
 
             async def before_commit() -> None:
                 """Dead letters land once the offsets are ours (a fenced batch sends
@@ -414,6 +417,7 @@ class RefundWorker:
                 backoff_ms_max=self._settings.apply_backoff_ms_max,
                 before_commit=before_commit,
                 decide=self._decide,
+                sources=sources,
             )
 
         applying = time.perf_counter()

@@ -33,6 +33,15 @@ class Fenced(Exception):
 
 
 @dataclass(frozen=True)
+class EventSource:
+    """Where an event sits in the request topic (stored with its outcome)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
 class OffsetAdvance:
     """A batch consumed [first_offset, next_offset) of one partition."""
 
@@ -212,12 +221,20 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
 async def write_decisions(
     conn: Connection,
     decided: Sequence[tuple[CancelRequested, Decision]],
+    sources: Sequence[EventSource | None] | None = None,
 ) -> None:
     """Write the effects of a batch's decisions, set-based, in one statement (inside a
-    transaction): outcomes, tombstones, cancelled bets, refund entries, balances. One
-    round trip, not five: under load each one waits for a CPU (data-modifying CTEs all
-    run, whatever the final SELECT reads)."""
-    stored = [(event, decision) for event, decision in decided if decision.store]
+    transaction): outcomes (with their event's `sources`, in `decided`'s order, where
+    known), tombstones, cancelled bets, refund entries, balances. One round trip, not
+    five: under load each one waits for a CPU (data-modifying CTEs all run, whatever the
+    final SELECT reads)."""
+    places = [None] * len(decided) if sources is None else list(sources)
+    assert len(places) == len(decided), "one source (or None) per decided event"
+    stored = [
+        (event, decision, place)
+        for (event, decision), place in zip(decided, places, strict=True)
+        if decision.store
+    ]
     tombstones = [
         (provider, tx, event.cancel_id)
         for event, decision in decided
@@ -231,9 +248,11 @@ async def write_decisions(
     cancelled = await conn.fetchval(
         """
         WITH outcomes AS (
-            INSERT INTO cancel_outcomes (provider, cancel_id, request_digest, outcome)
-            SELECT p, c, d, o::jsonb
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(p, c, d, o)
+            INSERT INTO cancel_outcomes (provider, cancel_id, request_digest, outcome,
+                                         source_topic, source_partition, source_offset)
+            SELECT p, c, d, o::jsonb, st, sp, so
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $13::text[],
+                        $14::int[], $15::bigint[]) AS t(p, c, d, o, st, sp, so)
         ), tombstoned AS (
             INSERT INTO tombstones (provider, tx, cancel_id)
             SELECT * FROM unnest($5::text[], $6::text[], $7::text[])
@@ -255,10 +274,10 @@ async def write_decisions(
         )
         SELECT count(*) FROM cancelled
         """,
-        [event.provider.value for event, _ in stored],
-        [event.cancel_id for event, _ in stored],
-        [event.request_digest for event, _ in stored],
-        [decision.outcome.model_dump_json() for _, decision in stored],
+        [event.provider.value for event, _, _ in stored],
+        [event.cancel_id for event, _, _ in stored],
+        [event.request_digest for event, _, _ in stored],
+        [decision.outcome.model_dump_json() for _, decision, _ in stored],
         [provider for provider, _, _ in tombstones],
         [tx for _, tx, _ in tombstones],
         [cancel_id for _, _, cancel_id in tombstones],
@@ -267,6 +286,9 @@ async def write_decisions(
         [r.cancel_id for r in refunds],
         [r.account_id for r in refunds],
         [r.amount for r in refunds],
+        [None if place is None else place.topic for _, _, place in stored],
+        [None if place is None else place.partition for _, _, place in stored],
+        [None if place is None else place.offset for _, _, place in stored],
     )
     assert cancelled == len(refunds), "every refunded bet was open and locked"
 
