@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -29,11 +30,12 @@ from refundctl.services import (
 from refundctl.supervise import RestartPolicy, supervise
 from refundctl.topics import create_topics
 from schemas import Provider, TextError, validate_text
-from worker import dead_letters, ledger, replay, status
+from worker import cancels, dead_letters, ledger, replay, status
 from worker.consumer import GroupJoinStalled, run_worker
 from worker.dead_letters import DeadLetterId
 from worker.ledger import LedgerRefusal
-from worker.migrate import migrate
+from worker.migrate import LOCK_TIMEOUT_MS_DEFAULT, migrate
+from worker.migrate import status as migration_status
 from worker.status import OperationError
 
 EXIT_REFUSED = 1
@@ -87,6 +89,23 @@ def _instant(text: str) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
+def _lock_timeout_ms(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 600_000:
+        raise argparse.ArgumentTypeError(f"between 1 and 600000 ms: {value}")
+    return value
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("refund-worker")
+    except importlib.metadata.PackageNotFoundError:  # run from a tree that is not installed
+        return "unknown"
+
+
 def _dead_letter_id(text: str) -> DeadLetterId:
     try:
         return DeadLetterId.parse(text)
@@ -110,6 +129,7 @@ and the records' timestamps decide, with the same result."""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refundctl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"refundctl {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     dev = commands.add_parser("dev", help="the whole stack on this machine (Ctrl-C stops it)")
@@ -126,7 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("ingress", help="the HTTP ingress (production process)")
     commands.add_parser("worker", help="one refund worker (production process)")
-    commands.add_parser("migrate", help="apply database migrations (idempotent)")
+    migrate_parser = commands.add_parser("migrate", help="apply database migrations (idempotent)")
+    migrate_parser.add_argument(
+        "--status",
+        action="store_true",
+        help="print applied and pending migrations and their checksums as JSON; apply nothing",
+    )
+    migrate_parser.add_argument(
+        "--lock-timeout-ms",
+        type=_lock_timeout_ms,
+        default=LOCK_TIMEOUT_MS_DEFAULT,
+        help="PostgreSQL lock_timeout of each migration statement "
+        f"(default {LOCK_TIMEOUT_MS_DEFAULT})",
+    )
     topics = commands.add_parser("topics", help="topic setup")
     topics.add_subparsers(dest="topics_command", required=True).add_parser(
         "create", help="create the topics (idempotent)"
@@ -209,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="lag per request partition, tombstones, last applied, dead letters"
     )
     status_parser.add_argument("--json", action="store_true", help="print JSON")
+
+    cancel = commands.add_parser("cancel", help="look a cancel up")
+    cancel_commands = cancel.add_subparsers(dest="cancel_command", required=True)
+    cancel_show = cancel_commands.add_parser(
+        "show",
+        help="its stored outcome, when applied, balances, source offset, dead letters, tombstones",
+    )
+    cancel_show.add_argument("--provider", required=True, choices=[p.value for p in Provider])
+    cancel_show.add_argument("--id", required=True, type=_id, help="the provider's cancel id")
+    cancel_show.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -439,6 +481,39 @@ async def _dlq(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+async def _cancel(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    assert args.cancel_command == "show"
+    cancel = await cancels.show_cancel(
+        config.kafka_settings(env),
+        config.require(env, "DATABASE_URL"),
+        Provider(args.provider),
+        args.id,
+    )
+    print(json.dumps(cancel) if args.json else cancels.render(cancel))
+    return 0
+
+
+async def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    conn = await _connect(env)
+    try:
+        if not args.status:
+            applied = await migrate(conn, lock_timeout_ms=args.lock_timeout_ms)
+            print(json.dumps({"applied": applied}))
+            return 0
+        report = await migration_status(conn)
+    finally:
+        await conn.close()
+    print(json.dumps(report))
+    mismatch = report["checksums"]["mismatch"]
+    if mismatch:
+        print(
+            f"refundctl: refused: migration {mismatch[0]} was changed after it was applied",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    return 0
+
+
 async def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     report = await status.status(config.kafka_settings(env), config.require(env, "DATABASE_URL"))
     print(json.dumps(report) if args.json else status.render_status(report))
@@ -453,12 +528,7 @@ async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     if args.command in ("ingress", "worker"):
         await _serve(args.command, env)
     elif args.command == "migrate":
-        conn = await _connect(env)
-        try:
-            applied = await migrate(conn)
-        finally:
-            await conn.close()
-        print(json.dumps({"applied": applied}))
+        return await _migrate(args, env)
     elif args.command == "topics":
         print(json.dumps(await create_topics(config.kafka_settings(env))))
     elif args.command == "ledger":
@@ -467,8 +537,10 @@ async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
             _print_account(result)
         else:
             print(json.dumps(result))
-    elif args.command in ("replay", "dlq", "status"):
-        operation = {"replay": _replay, "dlq": _dlq, "status": _status}[args.command]
+    elif args.command in ("replay", "dlq", "status", "cancel"):
+        operation = {"replay": _replay, "dlq": _dlq, "status": _status, "cancel": _cancel}[
+            args.command
+        ]
         with _quiet_kafka_client():
             return await operation(args, env)
     return 0
