@@ -57,11 +57,7 @@ class RequestReplyClient:
         self._pending_max = pending_max
         self._pending: dict[str, asyncio.Future[CancelOutcome]] = {}
         self._producer = AIOKafkaProducer(**kafka.producer_options())
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-        )
+        self._consumer = AIOKafkaConsumer(**kafka.consumer_options())
         self._reader: asyncio.Task[None] | None = None
         self.counters = counters or BusCounters()
 

@@ -8,6 +8,11 @@ missing one is one clear line (`ApacheKafkaUnavailable`), not a traceback.
 
 `KafkaBroker` can be killed, paused and restarted on the same log directory, so the
 fault harness can take the broker down the ways a real cluster loses one.
+
+With `SaslSslListener` the node serves its clients on one SASL_SSL listener instead
+(TLS with the caller's certificates, SCRAM-SHA-512 users created at format time,
+Kafka's StandardAuthorizer with a super user; `add_acls` grants the rest), so the tests
+can show the product on a secured broker with least privilege.
 """
 
 import base64
@@ -21,7 +26,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +36,9 @@ FETCH_TIMEOUT_S = 900.0  # a first Maven fetch on a cold cache (about 55 MB of j
 FORMAT_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0  # a controlled shutdown; then SIGKILL
+ACL_TIMEOUT_S = 60.0  # one AclCommand run (a JVM start and one request)
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 HEAP_MB_DEFAULT = 512
 READY_LINE = "Kafka Server started"
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -164,6 +172,83 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A node whose clients connect over SASL_SSL only.
+
+    `keystore_file`: PEM with the node's private key (unencrypted PKCS#8) and its
+    certificate chain, valid for 127.0.0.1 and for client authentication too (the node
+    reaches its own controller listener over mutual TLS as `tls_principal`, a super
+    user). `ca_file`: the CA that signed it. `users`: SCRAM-SHA-512 name -> password,
+    created at format time; `admin` (one of them) is the other super user: the broker's
+    own inter-broker identity and the harness's. Everybody else gets only what
+    `KafkaBroker.add_acls` grants (no ACL: nothing allowed).
+    """
+
+    ca_file: Path
+    keystore_file: Path
+    users: Mapping[str, str] = field(repr=False)
+    admin: str
+    tls_principal: str  # e.g. "CN=refund-test-kafka": the node's certificate subject
+
+    def __post_init__(self) -> None:
+        assert self.admin in self.users
+        for name, password in self.users.items():
+            assert name, "a user has a name"
+            assert password, name
+            assert not set(name + password) & set(',=[]"\\ '), f"{name}: no SCRAM or JAAS syntax"
+
+    def jaas(self, name: str) -> str:
+        return (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{name}" password="{self.users[name]}";'
+        )
+
+    def broker_settings(self, port: int, controller_port: int) -> dict[str, str]:
+        tls = {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore_file),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
+        }
+        return {
+            "listeners": (f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": self.jaas(
+                self.admin
+            ),
+            **tls,
+            "listener.name.controller.ssl.client.auth": "required",
+            "authorizer.class.name": STANDARD_AUTHORIZER,
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{self.admin};User:{self.tls_principal}",
+        }
+
+    def client_properties(self, name: str) -> str:
+        """A Java client's properties for user `name` (Kafka's own tools)."""
+        return "".join(
+            f"{key}={value}\n"
+            for key, value in {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": SCRAM_MECHANISM,
+                "sasl.jaas.config": self.jaas(name),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.ca_file),
+            }.items()
+        )
+
+    def format_arguments(self) -> list[str]:
+        """`--add-scram` for every user: the credentials exist before the node starts."""
+        arguments = []
+        for name, password in self.users.items():
+            arguments += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
+        return arguments
+
+
 @dataclass
 class KafkaBroker:
     """One Apache Kafka node on loopback whose log directory outlives its process."""
@@ -174,6 +259,7 @@ class KafkaBroker:
     heap_mb: int = HEAP_MB_DEFAULT
     extra_settings: Mapping[str, str] = field(default_factory=dict)
     libs: Path = field(default_factory=fetch_jars)
+    security: SaslSslListener | None = None  # None: one PLAINTEXT listener, no authorizer
     process: subprocess.Popen[bytes] | None = None
     started_in_s: float = 0.0
 
@@ -212,6 +298,11 @@ class KafkaBroker:
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.work_dir / "data"),
+            **(
+                self.security.broker_settings(self.port, self.controller_port)
+                if self.security is not None
+                else {}
+            ),
             **self.extra_settings,
         }
         path = self.work_dir / "server.properties"
@@ -232,6 +323,7 @@ class KafkaBroker:
             _cluster_id(),
             "--config",
             str(properties),
+            *(self.security.format_arguments() if self.security is not None else []),
         ]
         try:
             done = subprocess.run(
@@ -284,6 +376,51 @@ class KafkaBroker:
             f"Apache Kafka did not start within {START_TIMEOUT_S:g} s (log: {self.log_path})"
         )
 
+    def add_acls(
+        self,
+        principal: str,
+        operations: Sequence[str],
+        *,
+        topics: Sequence[str] = (),
+        groups: Sequence[str] = (),
+    ) -> None:
+        """Allow User:`principal` each of `operations` on each of `topics` and `groups`
+        (Kafka's AclCommand as the super user, literal names). Only on a node with a
+        `SaslSslListener`; the node must be running."""
+        assert self.security is not None, "ACLs need the SASL_SSL listener's authorizer"
+        assert operations
+        assert topics or groups
+        config_file = self.work_dir / "admin-client.properties"
+        config_file.write_text(self.security.client_properties(self.security.admin))
+        command = [
+            *self._java(),
+            "org.apache.kafka.tools.AclCommand",
+            "--bootstrap-server",
+            self.bootstrap_servers,
+            "--command-config",
+            str(config_file),
+            "--add",
+            "--allow-principal",
+            f"User:{principal}",
+        ]
+        for operation in operations:
+            command += ["--operation", operation]
+        for topic in topics:
+            command += ["--topic", topic]
+        for group in groups:
+            command += ["--group", group]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=ACL_TIMEOUT_S, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ApacheKafkaUnavailable(
+                f"Kafka's AclCommand did not finish within {ACL_TIMEOUT_S:g} s"
+            ) from exc
+        if done.returncode != 0:
+            last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+            raise ApacheKafkaUnavailable(f"Kafka's AclCommand failed: {last[0]}")
+
     def stop(self) -> None:
         """Controlled shutdown (SIGTERM), bounded; SIGKILL after `STOP_TIMEOUT_S`."""
         process = self.process
@@ -325,20 +462,30 @@ class KafkaBroker:
         return 0.0
 
 
-def new_broker(work_dir: Path, port: int | None = None, heap_mb: int | None = None) -> KafkaBroker:
+def new_broker(
+    work_dir: Path,
+    port: int | None = None,
+    heap_mb: int | None = None,
+    security: SaslSslListener | None = None,
+) -> KafkaBroker:
     """A formatted, not yet started node (jars fetched if needed)."""
     heap = heap_mb or int(os.environ.get("REFUND_KAFKA_HEAP_MB", HEAP_MB_DEFAULT))
-    broker = KafkaBroker(work_dir, port or free_port(), free_port(), heap_mb=heap)
+    broker = KafkaBroker(
+        work_dir, port or free_port(), free_port(), heap_mb=heap, security=security
+    )
     broker.format()
     return broker
 
 
 @contextlib.contextmanager
 def apache_kafka(
-    work_dir: Path, port: int | None = None, heap_mb: int | None = None
+    work_dir: Path,
+    port: int | None = None,
+    heap_mb: int | None = None,
+    security: SaslSslListener | None = None,
 ) -> Iterator[KafkaBroker]:
     """Run a single-node Apache Kafka under `work_dir`; stopped cleanly at the end."""
-    broker = new_broker(work_dir, port, heap_mb)
+    broker = new_broker(work_dir, port, heap_mb, security)
     try:
         broker.start()
         yield broker

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -16,11 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka.errors import KafkaError
 
-from refundctl import apache_kafka, config, devstack, logs
-from refundctl.apache_kafka import ApacheKafkaUnavailable
-from refundctl.config import ConfigError
+from refundctl import apache_kafka, config, devstack, failures, logs
 from refundctl.services import (
     install_stop_signals,
     run_ingress,
@@ -31,12 +29,11 @@ from refundctl.supervise import RestartPolicy, supervise
 from refundctl.topics import create_topics
 from schemas import Provider, TextError, validate_text
 from worker import cancels, dead_letters, ledger, replay, status
-from worker.consumer import GroupJoinStalled, run_worker
+from worker.consumer import run_worker
 from worker.dead_letters import DeadLetterId
 from worker.ledger import LedgerRefusal
 from worker.migrate import LOCK_TIMEOUT_MS_DEFAULT, migrate
 from worker.migrate import status as migration_status
-from worker.status import OperationError
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -255,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _connect(env: Mapping[str, str]) -> asyncpg.Connection:
-    return await asyncpg.connect(config.require(env, "DATABASE_URL"), timeout=10)
+    return await asyncpg.connect(config.database_url(env), timeout=10)
 
 
 async def _ledger_command(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
@@ -298,7 +295,7 @@ async def _setup(env: Mapping[str, str]) -> None:
         await migrate(conn)
     finally:
         await conn.close()
-    await create_topics(config.kafka_settings(env))
+    await create_topics(config.kafka_settings(env, role="dev"))
 
 
 @contextlib.contextmanager
@@ -456,8 +453,8 @@ def _print_dead_letters(entries: Sequence[Mapping[str, Any]]) -> None:
 
 
 async def _dlq(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    kafka = config.kafka_settings(env)
-    database_url = config.require(env, "DATABASE_URL")
+    kafka = config.kafka_settings(env, role="dlq")
+    database_url = config.database_url(env)
     if args.dlq_command == "list":
         entries = await dead_letters.list_dead_letters(kafka, database_url)
         if args.json:
@@ -515,7 +512,9 @@ async def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 async def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    report = await status.status(config.kafka_settings(env), config.require(env, "DATABASE_URL"))
+    report = await status.status(
+        config.kafka_settings(env, role="status"), config.database_url(env)
+    )
     print(json.dumps(report) if args.json else status.render_status(report))
     return 0
 
@@ -530,7 +529,7 @@ async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     elif args.command == "migrate":
         return await _migrate(args, env)
     elif args.command == "topics":
-        print(json.dumps(await create_topics(config.kafka_settings(env))))
+        print(json.dumps(await create_topics(config.kafka_settings(env, role="topics"))))
     elif args.command == "ledger":
         result = await _ledger_command(args, env)
         if args.ledger_command == "show" and not args.json:
@@ -546,36 +545,92 @@ async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     return 0
 
 
+# The long-lived processes: their error line is JSON, like the rest of their output.
+SERVING_COMMANDS = ("ingress", "worker")
+
+
+class _BootstrapFailures(logging.Filter):
+    """aiokafka's record of a bootstrap connection that failed: a process that cannot
+    start says it in its own exit line (with the reason a probe finds)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable connect to")
+
+
+@contextlib.contextmanager
+def _one_line_on_failure() -> Iterator[None]:
+    """For the long-lived processes: no library record repeats why they stop."""
+    logger = logging.getLogger("aiokafka")  # aiokafka's client logs under this name
+    records = _BootstrapFailures()
+    logger.addFilter(records)
+    try:
+        yield
+    except Exception:
+        # Stopping: what the libraries still log as their objects are collected
+        # ("Unclosed AIOKafkaProducer") is noise after the exit line.
+        logging.getLogger().handlers[:] = [logging.NullHandler()]
+        raise
+    finally:
+        logger.removeFilter(records)
+
+
+def _report_failure(
+    classified: failures.Classified, args: argparse.Namespace, given_env: Mapping[str, str]
+) -> int:
+    """Print the one error line of a failure (`refundctl.failures`); return its exit code.
+    When Kafka could not be reached, one bounded probe connection finds out why."""
+    cwd = Path.cwd()
+    env: Mapping[str, str] = given_env
+    with contextlib.suppress(Exception):  # a stack.json that does not read: name the env
+        env = config.with_dev_stack(given_env, cwd)
+    if classified.probe_kafka and env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        with contextlib.suppress(Exception), _quiet_kafka_client():
+            reason = asyncio.run(failures.probe_kafka(config.kafka_settings(env)))
+            if reason is not None:
+                classified = dataclasses.replace(classified, reason=reason)
+    fields = failures.describe(classified, given_env, env, cwd, dev=args.command == "dev")
+    with contextlib.suppress(Exception):
+        fields = failures.scrubbed(fields, config.secret_values(env))
+    if args.command in SERVING_COMMANDS:
+        now = datetime.now(UTC).isoformat()
+        record = {"event": "exiting", "level": "error", "timestamp": now, **fields}
+        print(json.dumps(record), file=sys.stderr, flush=True)
+    else:
+        print(failures.line(fields), file=sys.stderr, flush=True)
+    return classified.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure ends here, as one line and an exit code (SPEC):
+    0 ok, 1 refused, 2 usage or configuration, 3 a dependency unreachable or refusing
+    us; a JSON line for the long-lived processes. Anything else is a bug: a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     since, until = getattr(args, "since", None), getattr(args, "until", None)
     if since is not None and until is not None and until <= since:
         parser.error("--until must be later than --since")
-    env = dict(os.environ)
+    given_env = dict(os.environ)
+    env = dict(given_env)
+    serving = args.command in SERVING_COMMANDS
+    quiet = not serving and args.command != "dev"
     try:
         logs.configure(config.secret_values(env), library_level=config.library_log_level(env))
-        return asyncio.run(_run(args, env))
+        # The commands report a Kafka failure in one line of their own.
+        with (
+            _quiet_kafka_client() if quiet else contextlib.nullcontext(),
+            _one_line_on_failure() if serving else contextlib.nullcontext(),
+        ):
+            return asyncio.run(_run(args, env))
     except LedgerRefusal as exc:
         print(f"refundctl: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except ConfigError as exc:
-        print(f"refundctl: configuration: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OperationError as exc:
-        print(f"refundctl: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (KafkaError, GroupJoinStalled) as exc:
-        print(f"refundctl: kafka: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (OSError, asyncpg.PostgresError) as exc:
-        print(f"refundctl: {type(exc).__name__}: {exc or 'no answer in time'}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ApacheKafkaUnavailable as exc:
-        print(f"refundctl: apache kafka: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        classified = failures.classify(exc)
+        if classified is None:
+            raise
+        return _report_failure(classified, args, given_env)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,15 @@ Production processes refuse to start without the providers' secrets; only the de
 stack fills in the documented dev values (`DEV_SECRETS`).
 """
 
+import contextlib
 import json
 import logging
+import re
+import socket
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
@@ -19,7 +24,16 @@ from adapters.settings import (
     IngressSettings,
     ProviderSecrets,
 )
-from schemas.transport import KafkaSettings, Topics
+from schemas.failures import Misconfigured
+from schemas.transport import (
+    SASL_MECHANISMS,
+    SASL_PROTOCOLS,
+    SECURITY_PROTOCOLS,
+    TLS_PROTOCOLS,
+    KafkaSecurity,
+    KafkaSettings,
+    Topics,
+)
 from worker.faults import parse_fault_points
 from worker.settings import WorkerSettings
 
@@ -45,8 +59,8 @@ DEV_SECRETS = {
 }
 
 
-class ConfigError(Exception):
-    """Configuration that cannot work; `str()` tells the operator what to set."""
+class ConfigError(Misconfigured):
+    """Configuration that cannot work; `str()` tells the operator what to set (exit 2)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -90,9 +104,165 @@ def require(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def kafka_settings(env: Mapping[str, str]) -> KafkaSettings:
+POSTGRES_SCHEMES = ("postgres", "postgresql")
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+
+
+def has_control_characters(value: str) -> bool:
+    return _CONTROL_CHARACTERS.search(value) is not None
+
+
+def database_url(env: Mapping[str, str]) -> str:
+    """`DATABASE_URL`, checked for its shape (a typo is a configuration error, exit 2,
+    not a traceback from the driver): `postgresql://[user[:password]@]host[:port][,…]/db`,
+    or a Unix socket through `?host=`. Messages never repeat the URL (it may hold a
+    password). The commands check it here; the long-lived processes meet the driver's
+    own refusal when they connect, which `refundctl.failures` also reports as exit 2."""
+    url = require(env, "DATABASE_URL")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"DATABASE_URL is not a URL: {exc}") from None
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise ConfigError(
+            f"DATABASE_URL must start with postgresql:// (got a {parts.scheme or 'missing'!s}"
+            " scheme)"
+        )
+    if has_control_characters(url) or " " in url:
+        raise ConfigError("DATABASE_URL contains spaces or control characters")
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts and "host=" not in parts.query:
+        raise ConfigError("DATABASE_URL names no host")
+    for host in filter(None, hosts.split(",")):
+        name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if colon and not (port.isdigit() and 1 <= int(port) <= 65_535 and name):
+            raise ConfigError(f"DATABASE_URL has an invalid host:port ({host!r})")
+    return url
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    if raw.upper() not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw.upper()
+
+
+def _sasl_password(env: Mapping[str, str]) -> str | None:
+    """`KAFKA_SASL_PASSWORD`, or the content of `KAFKA_SASL_PASSWORD_FILE` (a mounted
+    secret; one trailing newline dropped). Never both."""
+    inline = env.get("KAFKA_SASL_PASSWORD", "")
+    path = env.get("KAFKA_SASL_PASSWORD_FILE", "")
+    if inline and path:
+        raise ConfigError("set KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both")
+    if not path:
+        return inline or None
+    try:
+        content = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ConfigError(f"KAFKA_SASL_PASSWORD_FILE cannot be read: {path} ({reason})") from None
+    password = content.removesuffix("\n").removesuffix("\r")
+    if not password.strip():
+        raise ConfigError(f"KAFKA_SASL_PASSWORD_FILE is empty: {path}")
+    return password
+
+
+def kafka_security(env: Mapping[str, str]) -> KafkaSecurity:
+    """`KAFKA_SECURITY_PROTOCOL` (default PLAINTEXT) and the TLS and SASL settings it
+    needs; an inconsistent combination is a ConfigError naming the variables. The TLS
+    files are loaded here, at start: a missing or unusable one is a ConfigError too."""
+    protocol = (
+        _choice(
+            "KAFKA_SECURITY_PROTOCOL", env.get("KAFKA_SECURITY_PROTOCOL", ""), SECURITY_PROTOCOLS
+        )
+        or "PLAINTEXT"
+    )
+    mechanism = _choice(
+        "KAFKA_SASL_MECHANISM", env.get("KAFKA_SASL_MECHANISM", ""), SASL_MECHANISMS
+    )
+    username = env.get("KAFKA_SASL_USERNAME", "")
+    password = _sasl_password(env)
+    if protocol in SASL_PROTOCOLS:
+        missing = [
+            name
+            for name, value in (
+                ("KAFKA_SASL_MECHANISM", mechanism),
+                ("KAFKA_SASL_USERNAME", username.strip()),
+                ("KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE", password),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
+        if protocol == "SASL_PLAINTEXT" and mechanism == "PLAIN":
+            raise ConfigError(
+                "KAFKA_SASL_MECHANISM=PLAIN over KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends "
+                "the password in clear text: use SASL_SSL (or a SCRAM mechanism)"
+            )
+    else:
+        given = [
+            name
+            for name in (
+                "KAFKA_SASL_MECHANISM",
+                "KAFKA_SASL_USERNAME",
+                "KAFKA_SASL_PASSWORD",
+                "KAFKA_SASL_PASSWORD_FILE",
+            )
+            if env.get(name, "").strip()
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} set but KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                "SASL (SASL_SSL or SASL_PLAINTEXT does)"
+            )
+    files = {
+        "KAFKA_SSL_CAFILE": env.get("KAFKA_SSL_CAFILE", "").strip() or None,
+        "KAFKA_SSL_CERTFILE": env.get("KAFKA_SSL_CERTFILE", "").strip() or None,
+        "KAFKA_SSL_KEYFILE": env.get("KAFKA_SSL_KEYFILE", "").strip() or None,
+    }
+    if protocol not in TLS_PROTOCOLS and any(files.values()):
+        named = ", ".join(name for name, value in files.items() if value)
+        raise ConfigError(
+            f"{named} set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+            "(SSL or SASL_SSL does)"
+        )
+    if files["KAFKA_SSL_KEYFILE"] and not files["KAFKA_SSL_CERTFILE"]:
+        raise ConfigError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (mutual TLS: both)")
+    for name, path in files.items():
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name} is not a readable file: {path}")
+    try:
+        return KafkaSecurity(
+            protocol=protocol,
+            sasl_mechanism=mechanism if protocol in SASL_PROTOCOLS else None,
+            sasl_username=username if protocol in SASL_PROTOCOLS else None,
+            sasl_password=password if protocol in SASL_PROTOCOLS else None,
+            ssl_cafile=files["KAFKA_SSL_CAFILE"],
+            ssl_certfile=files["KAFKA_SSL_CERTFILE"],
+            ssl_keyfile=files["KAFKA_SSL_KEYFILE"],
+        )
+    except (OSError, ssl.SSLError) as exc:
+        named = ", ".join(f"{name}={path}" for name, path in files.items() if path)
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise ConfigError(f"the TLS files cannot be used ({named}): {reason}") from None
+
+
+def client_id(env: Mapping[str, str], role: str) -> str:
+    """`KAFKA_CLIENT_ID`, by default `<role>-<host>` (the broker's logs and quotas)."""
+    value = env.get("KAFKA_CLIENT_ID", "").strip() or f"{role}-{socket.gethostname()}"
+    if has_control_characters(value) or len(value) > 255:
+        raise ConfigError("KAFKA_CLIENT_ID must be at most 255 characters, no control characters")
+    return value
+
+
+def kafka_settings(env: Mapping[str, str], role: str = "refundctl") -> KafkaSettings:
+    """The Kafka settings of a process in `role` (ingress, worker, topics, status, …)."""
     return KafkaSettings(
         bootstrap_servers=require(env, "KAFKA_BOOTSTRAP_SERVERS"),
+        client_id=client_id(env, role),
+        security=kafka_security(env),
         topics=Topics.with_prefix(env.get("KAFKA_TOPIC_PREFIX", "refund.")),
         request_partitions=_int(env, "KAFKA_REQUEST_PARTITIONS", 12, 1, 10_000),
         reply_partitions=_int(env, "KAFKA_REPLY_PARTITIONS", 12, 1, 10_000),
@@ -146,7 +316,7 @@ def provider_secrets(env: Mapping[str, str], *, dev_stack: bool = False) -> Prov
 
 
 def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
-    kafka = kafka_settings(env)
+    kafka = kafka_settings(env, role="ingress")
     requests_in_flight_max = _int(env, "INGRESS_REQUESTS_IN_FLIGHT_MAX", 5_000, 1, 100_000)
     connections_max = _int(env, "HTTP_CONNECTIONS_MAX", 10_000, 2, 1_000_000)
     if connections_max <= requests_in_flight_max:
@@ -187,7 +357,7 @@ def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
 def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
     return WorkerSettings(
         database_url=require(env, "DATABASE_URL"),
-        kafka=kafka_settings(env),
+        kafka=kafka_settings(env, role="worker"),
         batch_records_max=_int(env, "WORKER_BATCH_RECORDS_MAX", 500, 1, 10_000),
         metrics_port=_int(env, "WORKER_METRICS_PORT", 9100, 0, 65_535),
         fault_points=_fault_points(env),
@@ -217,7 +387,16 @@ def library_log_level(env: Mapping[str, str]) -> int:
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
-    """Values to scrub from logs."""
-    return [
+    """Values to scrub from logs: the providers' secrets and the Kafka password (given
+    inline or in its file)."""
+    values = [
         env[name] for name in SECRET_VARIABLES if env.get(name) and name != "NAGA_PUBLIC_KEY_FILE"
     ]
+    if env.get("KAFKA_SASL_PASSWORD"):
+        values.append(env["KAFKA_SASL_PASSWORD"])
+    if env.get("KAFKA_SASL_PASSWORD_FILE"):
+        with contextlib.suppress(ConfigError):  # refused in its own line at start
+            values.append(
+                _sasl_password({"KAFKA_SASL_PASSWORD_FILE": env["KAFKA_SASL_PASSWORD_FILE"]}) or ""
+            )
+    return [value for value in values if value]

@@ -231,11 +231,9 @@ class RefundWorker:
         self._kafka = settings.kafka
         self._pool = pool
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap_servers,
+            **self._kafka.consumer_options(),
             group_id=self._kafka.consumer_group,
-            enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
             max_poll_records=settings.batch_records_max,
         )
         self._producer = AIOKafkaProducer(**self._kafka.producer_options())

@@ -28,13 +28,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from schemas.failures import KAFKA, Unavailable
 from schemas.transport import HEADER_DEAD_LETTER_REASON, HEADER_SOURCE, KafkaSettings
 from worker import ledger
 from worker.ledger import RedriveClaim, RedrivePosition
 from worker.replay import read_range
 from worker.status import (
     KAFKA_TIMEOUT_S,
-    OperationError,
     bounded,
     connect_db,
     log_bounds,
@@ -143,9 +143,7 @@ async def redrive(
     items: list[dict[str, Any]] = []
     conn = await connect_db(database_url)
     producer = AIOKafkaProducer(
-        **kafka.producer_options(),
-        client_id="refundctl-dlq-redrive",
-        request_timeout_ms=int(KAFKA_TIMEOUT_S * 1000),
+        **kafka.producer_options(), request_timeout_ms=int(KAFKA_TIMEOUT_S * 1000)
     )
     try:
         await bounded(producer.start(), f"connecting to Kafka at {kafka.bootstrap_servers}")
@@ -206,10 +204,11 @@ async def _redrive_chunk(
                 for r in to_send
             ]
             landed = await bounded(asyncio.gather(*sends), f"publishing to {requests}")
-        except (KafkaError, OperationError) as exc:
-            raise OperationError(
-                f"publishing to {requests} failed ({exc}); this chunk's redrives were"
-                " rolled back, redriving again is safe"
+        except (KafkaError, Unavailable) as exc:
+            raise Unavailable(
+                KAFKA,
+                f"publishing to {requests} failed ({getattr(exc, 'reason', exc)}); this "
+                "chunk's redrives were rolled back, redriving again is safe",
             ) from exc
         await ledger.record_redrive_positions(
             conn,

@@ -43,6 +43,7 @@ from aiokafka.errors import UnsupportedVersionError
 from aiokafka.structs import ConsumerRecord
 
 from schemas import CancelOutcome, CancelRequested, Outcome
+from schemas.failures import KAFKA, Unavailable
 from worker import ledger
 from worker.apply import (
     DecideBatch,
@@ -71,7 +72,6 @@ from worker.status import (
     DB_CONNECT_TIMEOUT_S,
     KAFKA_TIMEOUT_S,
     Bounds,
-    OperationError,
     bounded,
     log_bounds,
     standalone_consumer,
@@ -208,9 +208,10 @@ async def read_range(
         elif time.monotonic() - idle_since > idle_timeout_s:
             stuck = {tp.partition: position[tp] for tp in active}
             ends = {tp.partition: stop for tp, (_, stop) in active.items()}
-            raise OperationError(
+            raise Unavailable(
+                KAFKA,
                 f"reading {next(iter(active)).topic}: no records for {idle_timeout_s:g} s"
-                f" at offsets {stuck} (end offsets {ends})"
+                f" at offsets {stuck} (end offsets {ends})",
             )
         if chunk:
             yield chunk

@@ -16,6 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.failures import KAFKA, Refused, Unavailable
 from schemas.transport import KafkaSettings
 from worker import ledger
 
@@ -29,16 +30,18 @@ T = TypeVar("T")
 Bounds = dict[TopicPartition, tuple[int, int]]
 
 
-class OperationError(Exception):
-    """An operations command cannot do its work; `str()` is the one-line reason."""
+class OperationError(Refused):
+    """An operations command cannot do its work (a topic missing, a record that does
+    not come); `str()` is the one-line reason (exit 1). A broker that does not answer
+    is `schemas.failures.Unavailable` (exit 3)."""
 
 
 async def bounded(awaitable: Awaitable[T], what: str, timeout_s: float = KAFKA_TIMEOUT_S) -> T:
-    """`awaitable`, or an OperationError naming `what` after `timeout_s`."""
+    """`awaitable` (a Kafka call), or Unavailable naming `what` after `timeout_s`."""
     try:
         return await asyncio.wait_for(awaitable, timeout_s)
     except TimeoutError as exc:
-        raise OperationError(f"{what}: no answer within {timeout_s:g} s") from exc
+        raise Unavailable(KAFKA, f"{what}: no answer within {timeout_s:g} s") from exc
 
 
 async def connect_db(database_url: str) -> asyncpg.Connection:
@@ -50,9 +53,7 @@ async def connect_db(database_url: str) -> asyncpg.Connection:
 async def topic_partitions(kafka: KafkaSettings, topics: Sequence[str]) -> dict[str, list[int]]:
     """The partitions of each topic; OperationError when a topic does not exist."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id="refundctl-admin",
-        request_timeout_ms=int(KAFKA_TIMEOUT_S * 1000),
+        **kafka.admin_options(), request_timeout_ms=int(KAFKA_TIMEOUT_S * 1000)
     )
     try:
         await bounded(admin.start(), f"connecting to Kafka at {kafka.bootstrap_servers}")
@@ -79,14 +80,14 @@ async def topic_partitions(kafka: KafkaSettings, topics: Sequence[str]) -> dict[
 async def standalone_consumer(
     kafka: KafkaSettings, client_id: str, max_records: int = 500
 ) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer outside any group (assign partitions by hand); stopped on exit."""
+    """A consumer outside any group (assign partitions by hand); stopped on exit.
+    `client_id` names the command in our logs; the broker knows the process by the
+    settings' client id (its quotas and ACLs are the role's)."""
+    del client_id
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=client_id,
+        **kafka.consumer_options(),
         group_id=None,
-        enable_auto_commit=False,
         auto_offset_reset="earliest",  # retention removed a record under us: go on
-        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         max_poll_records=max_records,
         request_timeout_ms=int(KAFKA_TIMEOUT_S * 1000),
     )
