@@ -337,7 +337,11 @@ async def _dev(args: argparse.Namespace, env: dict[str, str]) -> None:
         env.setdefault("NAGA_PUBLIC_KEY_FILE", str(devstack.naga_dev_key(dev_dir)))
         await _setup(env)
         stack_file = dev_dir / config.STACK_FILE
-        shared = {k: v for k, v in env.items() if k.startswith(("KAFKA_", "DATABASE_URL"))}
+        shared = {  # never the Kafka password: a file in the working directory
+            k: v
+            for k, v in env.items()
+            if k.startswith(("KAFKA_", "DATABASE_URL")) and k != "KAFKA_SASL_PASSWORD"
+        }
         stack_file.write_text(json.dumps(shared, indent=2))
         stack.callback(stack_file.unlink, missing_ok=True)
         ingress = config.ingress_settings(env)
