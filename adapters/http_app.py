@@ -111,7 +111,7 @@ class Ingress:
     async def lifespan(self) -> AsyncIterator[None]:
         kafka = self.settings.kafka
         self._db = await asyncpg.create_pool(
-            self.settings.database_url, min_size=1, max_size=2, command_timeout=5
+            **self.settings.database.pool_options("refund-ingress"), command_timeout=5
         )
         renewing: asyncio.Task[None] | None = None
         try:

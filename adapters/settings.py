@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from adapters.contract import REQUEST_BYTES_MAX
+from schemas.database import DatabaseSettings
 from schemas.transport import KafkaSettings
 
 
@@ -58,7 +59,8 @@ class HttpLimits:
 class IngressSettings:
     kafka: KafkaSettings
     secrets: ProviderSecrets
-    database_url: str  # only for /readyz: the ingress never touches the ledger
+    # Its reply-partition lease and /readyz only: the ingress never touches the ledger.
+    database: DatabaseSettings
     http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces
     http_port: int = 8080
     reply_deadline_ms: int = 3500

@@ -251,8 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _connect(env: Mapping[str, str]) -> asyncpg.Connection:
-    return await asyncpg.connect(config.database_url(env), timeout=10)
+async def _connect(env: Mapping[str, str], *, limits: bool = True) -> asyncpg.Connection:
+    """A connection of a command (`schemas.database`: TLS, and the server-side limits
+    unless `limits=False`, the migrator's: a migration may outlast any statement)."""
+    options = config.database_settings(env).connect_options("refundctl", limits=limits)
+    return await asyncpg.connect(**options, timeout=10)
 
 
 async def _ledger_command(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
@@ -290,7 +293,7 @@ def _print_account(account: Mapping[str, Any]) -> None:
 
 
 async def _setup(env: Mapping[str, str]) -> None:
-    conn = await _connect(env)
+    conn = await _connect(env, limits=False)
     try:
         await migrate(conn)
     finally:
@@ -458,16 +461,16 @@ def _print_dead_letters(entries: Sequence[Mapping[str, Any]]) -> None:
 
 async def _dlq(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     kafka = config.kafka_settings(env, role="dlq")
-    database_url = config.database_url(env)
+    database = config.database_settings(env)
     if args.dlq_command == "list":
-        entries = await dead_letters.list_dead_letters(kafka, database_url)
+        entries = await dead_letters.list_dead_letters(kafka, database)
         if args.json:
             print(json.dumps(entries))
         else:
             _print_dead_letters(entries)
         return 0
     assert args.dlq_command == "redrive"
-    report = await dead_letters.redrive(kafka, database_url, None if args.all else args.ids)
+    report = await dead_letters.redrive(kafka, database, None if args.all else args.ids)
     print(json.dumps(report.as_json()))
     if args.all:
         return 0
@@ -486,7 +489,7 @@ async def _cancel(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     assert args.cancel_command == "show"
     cancel = await cancels.show_cancel(
         config.kafka_settings(env),
-        config.require(env, "DATABASE_URL"),
+        config.database_settings(env),
         Provider(args.provider),
         args.id,
     )
@@ -495,7 +498,7 @@ async def _cancel(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 async def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    conn = await _connect(env)
+    conn = await _connect(env, limits=False)
     try:
         if not args.status:
             applied = await migrate(conn, lock_timeout_ms=args.lock_timeout_ms)
@@ -517,7 +520,7 @@ async def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 async def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     report = await status.status(
-        config.kafka_settings(env, role="status"), config.database_url(env)
+        config.kafka_settings(env, role="status"), config.database_settings(env)
     )
     print(json.dumps(report) if args.json else status.render_status(report))
     return 0

@@ -12,7 +12,7 @@ import socket
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
@@ -23,6 +23,21 @@ from adapters.settings import (
     HttpLimits,
     IngressSettings,
     ProviderSecrets,
+)
+from schemas.database import (
+    IDLE_IN_TRANSACTION_TIMEOUT_MS_DEFAULT,
+    IDLE_IN_TRANSACTION_TIMEOUT_MS_RANGE,
+    LOCK_TIMEOUT_MS_DEFAULT,
+    LOCK_TIMEOUT_MS_RANGE,
+    POOL_SIZE_MAX_DEFAULT,
+    POOL_SIZE_MAX_RANGE,
+    SSL_MODES,
+    STATEMENT_CACHE_SIZE_DEFAULT,
+    STATEMENT_CACHE_SIZE_RANGE,
+    STATEMENT_TIMEOUT_MS_DEFAULT,
+    STATEMENT_TIMEOUT_MS_RANGE,
+    VERIFYING_SSL_MODES,
+    DatabaseSettings,
 )
 from schemas.failures import Misconfigured
 from schemas.transport import (
@@ -138,6 +153,97 @@ def database_url(env: Mapping[str, str]) -> str:
         if colon and not (port.isdigit() and 1 <= int(port) <= 65_535 and name):
             raise ConfigError(f"DATABASE_URL has an invalid host:port ({host!r})")
     return url
+
+
+def _dsn_parameter(url: str, name: str) -> str | None:
+    values = parse_qs(urlsplit(url).query).get(name)
+    return values[-1] if values else None
+
+
+def database_settings(env: Mapping[str, str]) -> DatabaseSettings:
+    """How every process connects to PostgreSQL (`schemas.database`): `DATABASE_URL`, its
+    TLS (`sslmode` from the URL, else `PGSSLMODE`; the root certificate from
+    `DATABASE_SSL_ROOTCERT`, else the URL's `sslrootcert`, else `PGSSLROOTCERT`; a client
+    certificate from the URL's `sslcert`/`sslkey` or `PGSSLCERT`/`PGSSLKEY`) and the
+    per-connection limits. A verifying sslmode without a root certificate, a root
+    certificate that does not read, or `DATABASE_SSL_ROOTCERT` with an sslmode that would
+    not check the server's certificate are configuration errors."""
+    url = database_url(env)
+    raw_mode = _dsn_parameter(url, "sslmode") or env.get("PGSSLMODE", "").strip() or None
+    mode_source = "DATABASE_URL's sslmode" if _dsn_parameter(url, "sslmode") else "PGSSLMODE"
+    if raw_mode is not None and raw_mode not in SSL_MODES:
+        raise ConfigError(f"{mode_source} must be one of {', '.join(SSL_MODES)}, got {raw_mode!r}")
+    rootcert_sources = (
+        ("DATABASE_SSL_ROOTCERT", env.get("DATABASE_SSL_ROOTCERT", "").strip()),
+        ("DATABASE_URL's sslrootcert", _dsn_parameter(url, "sslrootcert") or ""),
+        ("PGSSLROOTCERT", env.get("PGSSLROOTCERT", "").strip()),
+    )
+    rootcert_source, rootcert = next(
+        ((source, value) for source, value in rootcert_sources if value), ("", "")
+    )
+    if raw_mode in VERIFYING_SSL_MODES and not rootcert:
+        raise ConfigError(
+            f"DATABASE_URL asks for sslmode={raw_mode} but no root certificate is set: set "
+            "DATABASE_SSL_ROOTCERT (or PGSSLROOTCERT) to the PEM file of the CA that signed "
+            "the server's certificate, or to `system` for the system's trusted CAs"
+        )
+    if env.get("DATABASE_SSL_ROOTCERT", "").strip() and raw_mode not in (
+        *VERIFYING_SSL_MODES,
+        "require",
+    ):
+        raise ConfigError(
+            f"DATABASE_SSL_ROOTCERT is set but sslmode is {raw_mode or 'not set (prefer)'}: "
+            "the server's certificate would not be checked; add sslmode=verify-full to "
+            "DATABASE_URL"
+        )
+    statement_timeout_ms = _int(
+        env,
+        "DATABASE_STATEMENT_TIMEOUT_MS",
+        STATEMENT_TIMEOUT_MS_DEFAULT,
+        *STATEMENT_TIMEOUT_MS_RANGE,
+    )
+    lock_timeout_ms = _int(
+        env, "DATABASE_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS_DEFAULT, *LOCK_TIMEOUT_MS_RANGE
+    )
+    if lock_timeout_ms >= statement_timeout_ms:
+        raise ConfigError(
+            f"DATABASE_LOCK_TIMEOUT_MS ({lock_timeout_ms}) must be below "
+            f"DATABASE_STATEMENT_TIMEOUT_MS ({statement_timeout_ms}): a lock wait must end "
+            "as a lock timeout (retried), not as a cancelled statement"
+        )
+    certfile = _dsn_parameter(url, "sslcert") or env.get("PGSSLCERT", "").strip() or None
+    keyfile = _dsn_parameter(url, "sslkey") or env.get("PGSSLKEY", "").strip() or None
+    try:
+        return DatabaseSettings(
+            url=url,
+            ssl_mode=raw_mode,
+            ssl_rootcert=rootcert or None,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile if certfile else None,
+            statement_timeout_ms=statement_timeout_ms,
+            lock_timeout_ms=lock_timeout_ms,
+            idle_in_transaction_timeout_ms=_int(
+                env,
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                IDLE_IN_TRANSACTION_TIMEOUT_MS_DEFAULT,
+                *IDLE_IN_TRANSACTION_TIMEOUT_MS_RANGE,
+            ),
+            pool_size_max=_int(
+                env, "DATABASE_POOL_SIZE_MAX", POOL_SIZE_MAX_DEFAULT, *POOL_SIZE_MAX_RANGE
+            ),
+            statement_cache_size=_int(
+                env,
+                "DATABASE_STATEMENT_CACHE_SIZE",
+                STATEMENT_CACHE_SIZE_DEFAULT,
+                *STATEMENT_CACHE_SIZE_RANGE,
+            ),
+        )
+    except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
+        what = f"{rootcert_source} ({rootcert})"
+        if certfile:
+            what += f" or the client certificate ({certfile}, key {keyfile or 'in it'})"
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"PostgreSQL TLS: cannot load {what}: {reason}") from None
 
 
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str | None:
@@ -338,7 +444,7 @@ def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
     return IngressSettings(
         kafka=kafka,
         secrets=provider_secrets(env),
-        database_url=require(env, "DATABASE_URL"),
+        database=database_settings(env),
         http_host=env.get("HTTP_HOST", "0.0.0.0"),  # noqa: S104
         http_port=_int(env, "HTTP_PORT", 8080, 1, 65_535),
         reply_deadline_ms=_int(
@@ -356,7 +462,7 @@ def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
 
 def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
     return WorkerSettings(
-        database_url=require(env, "DATABASE_URL"),
+        database=database_settings(env),
         kafka=kafka_settings(env, role="worker"),
         batch_records_max=_int(env, "WORKER_BATCH_RECORDS_MAX", 500, 1, 10_000),
         metrics_port=_int(env, "WORKER_METRICS_PORT", 9100, 0, 65_535),

@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from schemas import CancelOutcome, Provider, format_amount
+from schemas.database import DatabaseSettings
 from schemas.money import MoneyError
 from schemas.transport import KafkaSettings
 from worker import dead_letters, ledger
@@ -52,9 +53,11 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-async def _stored(database_url: str, provider: Provider, cancel_id: str) -> dict[str, Any] | None:
+async def _stored(
+    database: DatabaseSettings, provider: Provider, cancel_id: str
+) -> dict[str, Any] | None:
     """The stored outcome as `cancel show` prints it, or None when none is stored."""
-    conn = await connect_db(database_url)
+    conn = await connect_db(database)
     try:
         row = await conn.fetchrow(
             "SELECT outcome::text AS outcome, created_at, source_topic, source_partition,"
@@ -122,7 +125,7 @@ def _names(record: ConsumerRecord[bytes, bytes], provider: Provider, cancel_id: 
 
 
 async def _dead_letters(
-    kafka: KafkaSettings, database_url: str, provider: Provider, cancel_id: str
+    kafka: KafkaSettings, database: DatabaseSettings, provider: Provider, cancel_id: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The dead letters of this cancel among the latest records of the dead-letter
     topic (at most SCAN_RECORDS_MAX in all), and what was read."""
@@ -143,7 +146,7 @@ async def _dead_letters(
             )
     if found:
         places = [(int(p), int(o)) for p, o in (entry["id"].split(":") for entry in found)]
-        conn = await connect_db(database_url)
+        conn = await connect_db(database)
         try:
             redriven = await ledger.redriven_at(conn, topic, places)
         finally:
@@ -172,12 +175,12 @@ _NOT_STORED: dict[str, Any] = {
 
 
 async def show_cancel(
-    kafka: KafkaSettings, database_url: str, provider: Provider, cancel_id: str
+    kafka: KafkaSettings, database: DatabaseSettings, provider: Provider, cancel_id: str
 ) -> dict[str, Any]:
     """One cancel as `refundctl cancel show --json` prints it; OperationError when the
     service knows nothing of it."""
-    stored = await _stored(database_url, provider, cancel_id)
-    letters, scanned = await _dead_letters(kafka, database_url, provider, cancel_id)
+    stored = await _stored(database, provider, cancel_id)
+    letters, scanned = await _dead_letters(kafka, database, provider, cancel_id)
     if stored is None and not letters:
         where = (
             "the whole dead-letter topic"

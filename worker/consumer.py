@@ -703,11 +703,8 @@ async def run_worker(
 
     `assigned`, if given, is set once the worker owns partitions (tests wait on it)."""
     pool = await asyncpg.create_pool(
-        settings.database_url,
-        min_size=1,
-        max_size=settings.db_pool_size,
+        **settings.database.pool_options("refund-worker"),
         command_timeout=settings.db_command_timeout_s,
-        server_settings={"application_name": "refund-worker"},
         reset=ledger.keep_session,
     )
     assert pool is not None

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from schemas.database import DatabaseSettings
 from schemas.failures import KAFKA, Unavailable
 from schemas.transport import HEADER_DEAD_LETTER_REASON, HEADER_SOURCE, KafkaSettings
 from worker import ledger
@@ -92,7 +93,9 @@ def describe(record: Record) -> dict[str, Any]:
     }
 
 
-async def list_dead_letters(kafka: KafkaSettings, database_url: str) -> list[dict[str, Any]]:
+async def list_dead_letters(
+    kafka: KafkaSettings, database: DatabaseSettings
+) -> list[dict[str, Any]]:
     """Every dead letter from the topic's beginning to its end offsets at start, in
     (partition, offset) order, with when it was redriven, if it was."""
     topic = kafka.topics.dead_letters
@@ -104,7 +107,7 @@ async def list_dead_letters(kafka: KafkaSettings, database_url: str) -> list[dic
         async for records in read_range(consumer, bounds, max_records=CHUNK_MAX):
             # Described at once: the values (up to 1 MiB each) are not kept.
             entries.extend(((r.partition, r.offset), describe(r)) for r in records)
-    conn = await connect_db(database_url)
+    conn = await connect_db(database)
     try:
         redriven = await ledger.redriven_at(conn, topic, [place for place, _ in entries])
     finally:
@@ -132,7 +135,7 @@ class RedriveReport:
 
 
 async def redrive(
-    kafka: KafkaSettings, database_url: str, ids: Sequence[DeadLetterId] | None
+    kafka: KafkaSettings, database: DatabaseSettings, ids: Sequence[DeadLetterId] | None
 ) -> RedriveReport:
     """Re-drive the dead letters named by `ids` (None: every one not redriven yet) up
     to the dead-letter topic's end offsets at start."""
@@ -141,7 +144,7 @@ async def redrive(
     tps = [TopicPartition(dead_letters, p) for p in partitions]
     wanted = None if ids is None else set(ids)
     items: list[dict[str, Any]] = []
-    conn = await connect_db(database_url)
+    conn = await connect_db(database)
     producer = AIOKafkaProducer(
         **kafka.producer_options(), request_timeout_ms=int(KAFKA_TIMEOUT_S * 1000)
     )

@@ -431,12 +431,9 @@ async def replay(
     tps = [TopicPartition(topic, p) for p in partitions]
     batch_max = settings.batch_records_max
     pool = await asyncpg.create_pool(
-        settings.database_url,
-        min_size=1,
-        max_size=1,
+        **(settings.database.pool_options("refundctl-replay") | {"max_size": 1}),
         timeout=DB_CONNECT_TIMEOUT_S,
         command_timeout=max(settings.db_command_timeout_s, DB_COMMAND_TIMEOUT_S),
-        server_settings={"application_name": "refundctl-replay"},
     )
     assert pool is not None
     counts = ReplayCounts()

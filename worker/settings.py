@@ -4,18 +4,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from schemas.database import DatabaseSettings
 from schemas.transport import KafkaSettings
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    database_url: str
+    database: DatabaseSettings  # TLS, server-side limits, pool size (schemas.database)
     kafka: KafkaSettings
     batch_records_max: int = 500  # events per getmany and per database transaction
     poll_timeout_ms: int = 200
     apply_attempts_max: int = 8  # transient database failures retried per batch
     apply_backoff_ms_max: int = 2_000
-    db_pool_size: int = 2
     db_command_timeout_s: float = 30.0
     metrics_port: int = 0  # Prometheus metrics over HTTP; 0: not served
     # A batch's tail (replies, Kafka commit) is waited for this long when partitions are
@@ -38,5 +38,12 @@ class WorkerSettings:
         assert 0 < self.reply_publish_timeout_ms <= 60_000
         assert 0 < self.kafka_commit_timeout_ms <= 60_000
         assert 0 < self.dead_letter_timeout_ms <= 60_000
+        # Dead letters are published inside the batch's transaction: the server must not
+        # end the session as idle in transaction while they are on their way.
+        assert self.database.idle_in_transaction_timeout_ms > self.dead_letter_timeout_ms
         assert 10_000 <= self.group_join_ms_max <= 600_000
         assert 0 < self.kafka_stop_timeout_ms <= 60_000
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url

@@ -16,6 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.database import DatabaseSettings
 from schemas.failures import KAFKA, Refused, Unavailable
 from schemas.transport import KafkaSettings
 from worker import ledger
@@ -44,9 +45,13 @@ async def bounded(awaitable: Awaitable[T], what: str, timeout_s: float = KAFKA_T
         raise Unavailable(KAFKA, f"{what}: no answer within {timeout_s:g} s") from exc
 
 
-async def connect_db(database_url: str) -> asyncpg.Connection:
+async def connect_db(
+    database: DatabaseSettings, application_name: str = "refundctl"
+) -> asyncpg.Connection:
     return await asyncpg.connect(
-        database_url, timeout=DB_CONNECT_TIMEOUT_S, command_timeout=DB_COMMAND_TIMEOUT_S
+        **database.connect_options(application_name),
+        timeout=DB_CONNECT_TIMEOUT_S,
+        command_timeout=DB_COMMAND_TIMEOUT_S,
     )
 
 
@@ -124,7 +129,7 @@ def partition_lag(beginning: int, end: int, stored: int | None) -> int:
     return end - resume
 
 
-async def status(kafka: KafkaSettings, database_url: str) -> dict[str, Any]:
+async def status(kafka: KafkaSettings, database: DatabaseSettings) -> dict[str, Any]:
     """The operator's view: lag per request partition, tombstones, last applied event,
     dead letters. JSON-ready."""
     requests, dead_letters = kafka.topics.requests, kafka.topics.dead_letters
@@ -133,7 +138,7 @@ async def status(kafka: KafkaSettings, database_url: str) -> dict[str, Any]:
     dlq_tps = [TopicPartition(dead_letters, p) for p in partitions[dead_letters]]
     async with standalone_consumer(kafka, "refundctl-status") as consumer:
         bounds = await log_bounds(consumer, [*request_tps, *dlq_tps])
-    conn = await connect_db(database_url)
+    conn = await connect_db(database)
     try:
         stored = await ledger.read_stored_offsets(conn, kafka.consumer_group, requests)
         activity = await ledger.ledger_activity(conn)

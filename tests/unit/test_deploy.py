@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
+import certifi
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -61,6 +63,16 @@ TEST_ONLY_VARIABLES = re.compile(r"WORKER_FAULT_\w+")
 # Stand-ins for the secrets when the composed settings are run through refundctl.config.
 FAKE_SECRET = "test-placeholder"
 REPLY_DEADLINE_MS_DEFAULT = 3500
+# What a database Secret holds (placeholders/credentials.yaml): TLS with verification.
+SECRET_DATABASE_URL = "postgresql://refund_worker_app:x@db:5432/refund?sslmode=verify-full"
+# The group roles of the migrations (worker/migrations/005_roles.sql), by command.
+DATABASE_GROUPS = {
+    "migrate": "refund_migrator",
+    "worker": "refund_worker",
+    "ingress": "refund_ingress",
+}
+ROLES_MIGRATION = ROOT / "worker" / "migrations" / "005_roles.sql"
+POSTGRES_INIT = DEPLOY / "postgres-init" / "10-refund-roles.sh"
 BATCH_SECONDS_MAX = 5  # a generous batch, on top of the reply deadline, for grace periods
 
 
@@ -138,6 +150,10 @@ def check_settings(where: str, command: str, env: Mapping[str, str], key_file: P
     for name in config.SECRET_VARIABLES:
         env.setdefault(name, FAKE_SECRET)
     env.setdefault("DATABASE_URL", "postgresql://refund:x@db:5432/refund")
+    if env["DATABASE_URL"] == FAKE_SECRET:  # from a Secret: a URL as the placeholders show
+        env["DATABASE_URL"] = SECRET_DATABASE_URL
+    if env.get("DATABASE_SSL_ROOTCERT"):  # a mounted file (test_k8s_…_database_…): any CA
+        env["DATABASE_SSL_ROOTCERT"] = certifi.where()
     env["NAGA_PUBLIC_KEY_FILE"] = str(key_file)
     try:
         config.kafka_settings(env)
@@ -146,7 +162,7 @@ def check_settings(where: str, command: str, env: Mapping[str, str], key_file: P
         elif command == "worker":
             config.worker_settings(env)
         elif command == "migrate":
-            config.require(env, "DATABASE_URL")
+            config.database_settings(env)
     except config.ConfigError as exc:
         raise AssertionError(f"{where}: refundctl {command} would refuse to start: {exc}") from exc
 
@@ -662,6 +678,76 @@ def test_k8s_workloads_set_only_known_variables_and_run_refundctl_commands(
     for document in of_kind("ConfigMap"):
         check_variables(f"ConfigMap {document['metadata']['name']}", document.get("data") or {})
     check_variables("Secret refund-secrets", secret_keys("refund-secrets"))
+
+
+def test_k8s_each_process_has_its_own_database_role_and_verifies_the_server() -> None:
+    """Three database Secrets, one per process kind (the migrator, the workers, the
+    ingress), none shared; each process verifies the server against a mounted CA."""
+    assert "DATABASE_URL" not in secret_keys("refund-secrets"), "one Secret per role"
+    secrets: dict[str, set[str]] = {}
+    for workload in workloads():
+        for container in containers(workload):
+            where = f"{workload['kind']} {workload['metadata']['name']}/{container['name']}"
+            command = container_argv(container)[0]
+            references = [
+                variable["valueFrom"]["secretKeyRef"]
+                for variable in container.get("env") or []
+                if variable["name"] == "DATABASE_URL" and "valueFrom" in variable
+            ]
+            if command not in DATABASE_GROUPS:
+                assert not references, f"{where}: needs no database"
+                continue
+            assert len(references) == 1, f"{where}: DATABASE_URL from one Secret"
+            secrets.setdefault(command, set()).add(references[0]["name"])
+            rootcert = container_env(container).get("DATABASE_SSL_ROOTCERT", "")
+            assert rootcert, f"{where}: DATABASE_SSL_ROOTCERT (sslmode=verify-full)"
+            mounts = [
+                m
+                for m in container.get("volumeMounts") or []
+                if rootcert.startswith(m["mountPath"].rstrip("/") + "/")
+            ]
+            assert mounts, f"{where}: {rootcert} is not in a mounted volume"
+            (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == mounts[0]["name"]]
+            source = volume["secret"]
+            item = rootcert.removeprefix(mounts[0]["mountPath"].rstrip("/") + "/")
+            assert item in {i["path"] for i in source.get("items") or []}, f"{where}: {item}"
+            for key in {i["key"] for i in source.get("items") or []}:
+                assert key in secret_keys(source["secretName"]), f"{where}: {key}"
+    assert set(secrets) == set(DATABASE_GROUPS), secrets
+    names = [name for per_command in secrets.values() for name in per_command]
+    assert all(len(per_command) == 1 for per_command in secrets.values()), secrets
+    assert len(set(names)) == len(names) == 3, f"a Secret per role, none shared: {secrets}"
+    for name in names:
+        assert secret_keys(name) == {"DATABASE_URL"}, name
+        check_variables(f"Secret {name}", secret_keys(name))
+
+
+def test_compose_each_process_logs_in_as_a_member_of_its_group_role() -> None:
+    """Compose: a log-in role per process kind (postgres-init/, run on an empty volume),
+    each a member of the group its migrations grant to."""
+    users: dict[str, set[str]] = {}
+    for name, service in ours():
+        environment, _ = compose_env(service)
+        command = compose_command(service)[0]
+        url = environment.get("DATABASE_URL")
+        if command not in DATABASE_GROUPS:
+            assert url is None, f"compose service {name!r} needs no database"
+            continue
+        assert url, f"compose service {name!r}: DATABASE_URL"
+        user = urlsplit(url).username
+        assert user, f"compose service {name!r}: DATABASE_URL names no user"
+        users.setdefault(command, set()).add(user)
+    assert set(users) == set(DATABASE_GROUPS), users
+    assert all(len(per_command) == 1 for per_command in users.values()), users
+    assert len({user for per_command in users.values() for user in per_command}) == 3, users
+    init = POSTGRES_INIT.read_text()
+    migration = ROLES_MIGRATION.read_text()
+    for command, (user,) in users.items():
+        group = DATABASE_GROUPS[command]
+        assert re.search(rf"CREATE ROLE {user} LOGIN .*IN ROLE {group};", init), (command, user)
+        assert f"'{group}'" in migration, f"the migrations do not create {group}"
+    volumes = compose()["services"]["postgres"].get("volumes") or []
+    assert "./postgres-init:/docker-entrypoint-initdb.d:ro" in volumes, volumes
 
 
 def test_k8s_ports_are_the_processes_own() -> None:
