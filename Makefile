@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest
 
 # The broker of the fault runs and the benchmark: Apache Kafka (kafka) or Tansu (tansu).
 BROKER ?= kafka
