@@ -15,10 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/refundctl dev
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+test: lint
 	$(BIN)/pytest
 
 # The broker of the fault runs and the benchmark: Apache Kafka (kafka) or Tansu (tansu).
