@@ -16,11 +16,8 @@ $(STAMP): pyproject.toml requirements/dev.txt
 run: $(STAMP)
 	$(BIN)/refundctl dev
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/pytest -q
+test: lint
+	$(BIN)/pytest
 
 # The broker of the fault runs and the benchmark: Apache Kafka (kafka) or Tansu (tansu).
 BROKER ?= kafka

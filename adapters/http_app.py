@@ -174,6 +174,8 @@ class Ingress:
         accepted = route.accept(Request(http_request.headers, body, received_ms), envelope)
         if isinstance(accepted, Response):
             return self._done(route, request_id, started, accepted, "rejected", [])
+        if accepted.unknown_fields:
+            self.metrics.unknown_fields.labels(route.provider.value).inc(accepted.unknown_fields)
         if self.in_flight >= self.settings.requests_in_flight_max:
             shed = route.render(accepted, [None] * len(accepted.events))
             return self._done(route, request_id, started, shed, "shed", [])

@@ -101,6 +101,12 @@ class IngressMetrics:
             ["provider"],
             registry=self.registry,
         )
+        self.unknown_fields = Counter(
+            "refund_ingress_unknown_fields_ignored",
+            "Fields a provider's seed does not list, accepted and ignored (tolerant reader)",
+            ["provider"],
+            registry=self.registry,
+        )
         self.http_connections = Gauge(
             "refund_ingress_http_connections", "Open HTTP connections", registry=self.registry
         )

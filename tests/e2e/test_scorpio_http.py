@@ -148,3 +148,19 @@ async def test_health_and_readiness(env) -> None:  # type: ignore[no-untyped-def
         }
         assert (await client.get("/scorpio")).status_code == 405
         assert (await client.post("/nowhere")).status_code == 404
+
+
+async def test_a_field_the_seed_does_not_list_is_signed_accepted_and_counted(env, db) -> None:  # type: ignore[no-untyped-def]
+    """Tolerant reader, over HTTP: a provider adds `sessionId` without notice; the
+    signature covers it, the refund goes through, and the ingress counts it."""
+    await seed_bet(db, "open")
+    async with (
+        running_worker(env),
+        running_ingress(env) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        body = scorpio_body(transaction_id="c1", reference_id="open", sessionId="s-42")
+        answer = await post(client, body)
+        metrics = (await client.get("/metrics")).text
+    assert answer == {"balance": 100, "statusCode": "OK"}
+    assert 'refund_ingress_unknown_fields_ignored_total{provider="scorpio"} 1.0' in metrics
