@@ -109,7 +109,9 @@ def classify(exc: BaseException) -> Classified | None:
         if isinstance(cause, Misconfigured):
             return Classified(EXIT_MISCONFIGURED, None, _one_line(str(cause)))
         if isinstance(cause, asyncpg.ClientConfigurationError) or (
-            isinstance(cause, ValueError) and _library_of(cause) == POSTGRESQL
+            isinstance(cause, ValueError)
+            and not isinstance(cause, ssl.SSLError)  # an untrusted server: unavailable
+            and _library_of(cause) == POSTGRESQL
         ):  # the driver refuses DATABASE_URL (a port that is no number, say)
             reason = f"DATABASE_URL cannot be used: {cause}"
             return Classified(EXIT_MISCONFIGURED, None, _one_line(reason))
