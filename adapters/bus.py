@@ -79,6 +79,10 @@ class RequestReplyClient:
         await self._consumer.stop()
         await self._producer.stop()
 
+    def reading(self) -> bool:
+        """Started, and the reply reader is alive (this instance gets its replies)."""
+        return self._reader is not None and not self._reader.done()
+
     async def ready(self) -> bool:
         """The broker answers and the reply reader is alive."""
         if self._reader is None or self._reader.done():

@@ -24,6 +24,10 @@ from adapters.settings import IngressSettings
 log = structlog.get_logger("ingress")
 
 NOT_FOUND = HttpResponse(404, b"Not Found", {"content-type": "text/plain; charset=utf-8"})
+# The request line names the provider's cancel ids, bounded: at most this many, each cut
+# to this many characters (cancel_ids_count says how many there were).
+CANCEL_IDS_LOGGED_MAX = 10
+CANCEL_ID_CHARS_LOGGED = 64
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -58,6 +62,12 @@ async def read_body(request: StreamedRequest, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def cancel_ids(accepted: Accepted) -> list[str]:
+    """The request's distinct cancel ids in order, as many as the log line takes."""
+    ids = dict.fromkeys(event.cancel_id for event in accepted.events)
+    return [i[:CANCEL_ID_CHARS_LOGGED] for i in list(ids)[:CANCEL_IDS_LOGGED_MAX]]
 
 
 def _http(response: Response) -> HttpResponse:
@@ -125,7 +135,7 @@ class Ingress:
                 kafka, partition, self.settings.pending_events_max, self.counters
             )
             await self.client.start()
-            log.info("ingress_started", reply_partition=partition, instance=self.instance_id)
+            log.info("ingress_started", reply_partition=partition, lease_owner=self.instance_id)
             try:
                 yield
             finally:
@@ -178,15 +188,15 @@ class Ingress:
             self.metrics.unknown_fields.labels(route.provider.value).inc(accepted.unknown_fields)
         if self.in_flight >= self.settings.requests_in_flight_max:
             shed = route.render(accepted, [None] * len(accepted.events))
-            return self._done(route, request_id, started, shed, "shed", [])
+            return self._done(route, request_id, started, shed, "shed", [], accepted)
         try:
             response, outcomes = await self._await_outcomes(route, accepted, envelope.deadline_ms)
         except Exception:  # a bug: it shows (traceback, counter); the provider retries
             self.metrics.request_errors.labels(route.provider.value).inc()
             log.exception("request_failed", provider=route.provider.value, path=route.path)
             retry = route.render(accepted, [None] * len(accepted.events))
-            return self._done(route, request_id, started, retry, "failed", [])
-        return self._done(route, request_id, started, response, "answered", outcomes)
+            return self._done(route, request_id, started, retry, "failed", [], accepted)
+        return self._done(route, request_id, started, response, "answered", outcomes, accepted)
 
     async def _await_outcomes(
         self, route: Route, accepted: Accepted, deadline_ms: int
@@ -208,6 +218,7 @@ class Ingress:
         response: Response,
         result: str,
         outcomes: list[str],
+        accepted: Accepted | None = None,
     ) -> HttpResponse:
         """Count, log the one canonical line of this request, and answer."""
         latency_s = time.perf_counter() - started
@@ -221,6 +232,8 @@ class Ingress:
             provider=provider,
             path=route.path,
             correlation_id=request_id,
+            cancel_ids=[] if accepted is None else cancel_ids(accepted),
+            cancel_ids_count=0 if accepted is None else len({e.cancel_id for e in accepted.events}),
             result=result,
             outcome=",".join(sorted(set(outcomes))) or result,
             events=len(outcomes),
@@ -230,23 +243,29 @@ class Ingress:
         return _http(response)
 
     async def healthz(self, _: HttpRequest) -> HttpResponse:
-        """Process up; 503 once the reply-partition lease is lost, so it gets restarted
-        (its replies may reach another instance)."""
+        """Process up; 503 once the reply-partition lease is lost (its replies may
+        reach another instance) or its reply reader stopped, so it gets restarted."""
         if self.lease_lost:
             return _json({"status": "reply_partition_lost"}, 503)
+        if self.client is not None and not self.client.reading():
+            return _json({"status": "not_reading_replies"}, 503)
         return _json({"status": "ok"})
 
     async def readyz(self, _: HttpRequest) -> HttpResponse:
-        broker = self.client is not None and await self.client.ready()
-        database = False
-        if self._db is not None:
-            with contextlib.suppress(Exception):
-                database = await self._db.fetchval("SELECT 1") == 1
-        ready = broker and database and not self.lease_lost
-        return _json(
-            {"status": "ready" if ready else "not_ready", "broker": broker, "database": database},
-            200 if ready else 503,
-        )
+        """Ready unless taking this pod out of rotation fixes something: it has started
+        (reply partition held, Kafka clients up), reads its replies, and holds its lease.
+        Not the database (the ingress answers without it: a blip must not take every
+        pod out at once) nor the broker's reachability (shared by every pod: the
+        providers get the protocol's retry answer rather than the gateway's error);
+        `broker` says it, for the operator. deploy/README.md, "Probes"."""
+        reading = self.client is not None and self.client.reading()
+        broker = reading and self.client is not None and await self.client.ready()
+        ready = reading and not self.lease_lost
+        if not reading:
+            state = "not_reading_replies"
+        else:
+            state = "reply_partition_lost" if self.lease_lost else "ready"
+        return _json({"status": state, "broker": broker}, 200 if ready else 503)
 
     async def metrics_endpoint(self, _: HttpRequest) -> HttpResponse:
         return HttpResponse(200, self.metrics.render(), {"content-type": METRICS_CONTENT_TYPE})

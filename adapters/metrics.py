@@ -1,15 +1,40 @@
-"""The ingress's Prometheus metrics (a registry per app: no module-level state)."""
+"""The ingress's Prometheus metrics (a registry per app: no module-level state).
 
+On the wire a counter's name ends in `_total` (`refund_ingress_deadline_misses_total`);
+deploy/prometheus/rules.yml and deploy/grafana/refund-worker.json name them so, and
+tests/e2e/test_observability.py checks both against a live scrape."""
+
+import importlib.metadata
+import platform
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from adapters.bus import BusCounters
 from adapters.http_server import CLOSE_REASONS, DISCONNECT_PHASES, HttpCounters
+from schemas import Outcome, Provider
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.5, 5.0)
+# The `result` of a provider request (http_app.Ingress.handle); the outcome of an event
+# is one of schemas.Outcome or NO_OUTCOME (none within the deadline).
+RESULTS = ("answered", "rejected", "too_large", "shed", "failed")
+NO_OUTCOME = "no_outcome"
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("refund-worker")
+    except importlib.metadata.PackageNotFoundError:  # run from a tree that is not installed
+        return "unknown"
 
 
 class _BusCollector(Collector):
@@ -72,6 +97,14 @@ class _HttpCollector(Collector):
 class IngressMetrics:
     def __init__(self, bus_counters: BusCounters, http_counters: HttpCounters) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory, fds
+        self.build_info = Gauge(
+            "refund_build_info",
+            "Always 1: the running build's version, its role and Python version",
+            ["version", "role", "python"],
+            registry=self.registry,
+        )
+        self.build_info.labels(package_version(), "ingress", platform.python_version()).set(1)
         self.requests = Counter(
             "refund_ingress_requests",
             "HTTP requests by provider and result",
@@ -110,6 +143,12 @@ class IngressMetrics:
         self.http_connections = Gauge(
             "refund_ingress_http_connections", "Open HTTP connections", registry=self.registry
         )
+        # Every label at 0 from the start: an alert's increase() sees the first one.
+        for provider in Provider:
+            for result in RESULTS:
+                self.requests.labels(provider.value, result)
+            for outcome in (*(o.value for o in Outcome), NO_OUTCOME):
+                self.outcomes.labels(provider.value, outcome)
         self.registry.register(_BusCollector(bus_counters))
         self.registry.register(_HttpCollector(http_counters))
 

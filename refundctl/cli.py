@@ -385,9 +385,11 @@ async def _serve(kind: str, env: Mapping[str, str]) -> None:
 
 @contextlib.contextmanager
 def _progress_bar(description: str) -> Iterator[replay.Progress | None]:
-    """A progress bar on stderr when it is a terminal; otherwise none."""
+    """A progress bar on stderr when it is a terminal; otherwise JSON lines."""
     if not sys.stderr.isatty():
-        yield None
+        lines = logs.ProgressLog(description)
+        yield lines
+        lines.finish()
         return
     from rich.console import Console
     from rich.progress import (

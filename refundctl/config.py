@@ -466,6 +466,7 @@ def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
         kafka=kafka_settings(env, role="worker"),
         batch_records_max=_int(env, "WORKER_BATCH_RECORDS_MAX", 500, 1, 10_000),
         metrics_port=_int(env, "WORKER_METRICS_PORT", 9100, 0, 65_535),
+        heartbeat_stale_ms=_int(env, "WORKER_HEARTBEAT_STALE_MS", 60_000, 1_000, 3_600_000),
         fault_points=_fault_points(env),
         fault_seed=_int(env, "WORKER_FAULT_SEED", 0, 0, 2**63 - 1),
     )

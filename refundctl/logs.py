@@ -1,5 +1,9 @@
 """structlog set-up: one JSON line per event on stderr, secrets redacted.
 
+Every line names its logger (`logger`: the name given to `structlog.get_logger`, or
+the library's logger) and the process (`instance`: host name and process id, the pod's
+name in Kubernetes), so that an operator can search by either.
+
 Processors are plain functions. `redact` blanks fields whose names say they hold a
 secret, and scrubs the configured secret values wherever they appear in a string,
 whatever their length (a blank value is no secret: configuration refuses those). The
@@ -8,12 +12,15 @@ through the same redaction, from `library_level` up.
 """
 
 import logging
+import os
+import socket
 import sys
-from collections.abc import Iterable, MutableMapping
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
-from structlog.typing import EventDict, Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "[redacted]"
 SECRET_FIELD_MARKERS = (
@@ -57,6 +64,45 @@ def make_redactor(secret_values: Iterable[str]) -> Processor:
     return redact
 
 
+def default_instance() -> str:
+    """This process, as its log lines name it: `<host name>:<pid>`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that knows the name it was asked for (`get_logger("worker")`)."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+def named_print_logger_factory(file: TextIO) -> Callable[..., NamedPrintLogger]:
+    """structlog's logger factory: the first argument of `get_logger` is the name."""
+
+    def factory(*args: Any) -> NamedPrintLogger:
+        return NamedPrintLogger(file, str(args[0]) if args else "refundctl")
+
+    return factory
+
+
+def add_logger_name(logger: WrappedLogger, _: str, event_dict: EventDict) -> EventDict:
+    """`logger`: the name of the logger the line was written with."""
+    name = getattr(logger, "name", None)
+    if name is not None:
+        event_dict.setdefault("logger", name)
+    return event_dict
+
+
+def make_instance_adder(instance: str) -> Processor:
+    def add_instance(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        """`instance`: which process wrote the line."""
+        event_dict.setdefault("instance", instance)
+        return event_dict
+
+    return add_instance
+
+
 class LibraryLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root logger's handler: the libraries' records as JSON lines on stderr."""
 
@@ -65,20 +111,24 @@ def configure(
     secret_values: Iterable[str] = (),
     level: int = logging.INFO,
     library_level: int = logging.WARNING,
+    instance: str | None = None,
 ) -> None:
     redact = make_redactor(secret_values)
+    add_instance = make_instance_adder(default_instance() if instance is None else instance)
     timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            add_logger_name,
+            add_instance,
             timestamp,
             structlog.processors.format_exc_info,
             redact,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=named_print_logger_factory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     handler = LibraryLogHandler(sys.stderr)
@@ -87,6 +137,7 @@ def configure(
             foreign_pre_chain=[
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
+                add_instance,
                 timestamp,
             ],
             processors=[
@@ -102,3 +153,50 @@ def configure(
         root.removeHandler(previous)  # configured again (tests call main() repeatedly)
     root.addHandler(handler)
     root.setLevel(library_level)
+
+
+class ProgressLog:
+    """A long operation's progress as JSON lines (`refundctl replay` when stderr is not a
+    terminal): `<what>_progress` with `done`, `total` and `percent` at the start, then at
+    most once per `interval_s`, and `<what>_finished` at the end."""
+
+    def __init__(
+        self,
+        what: str,
+        interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = structlog.get_logger(f"refundctl.{what}")
+        self._what = what
+        self._interval_s = interval_s
+        self._clock = clock
+        self._started = clock()
+        self._logged_at: float | None = None
+        self.total: int | None = None
+        self.done = 0
+
+    def _fields(self) -> dict[str, Any]:
+        elapsed_s = self._clock() - self._started
+        percent = None if not self.total else round(100 * self.done / self.total, 1)
+        return {
+            "done": self.done,
+            "total": self.total,
+            "percent": percent,
+            "elapsed_s": round(elapsed_s, 1),
+            "per_s": round(self.done / elapsed_s, 1) if elapsed_s > 0 else None,
+        }
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self._logged_at = self._clock()
+        self._log.info(f"{self._what}_progress", **self._fields())
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = self._clock()
+        if self._logged_at is None or now - self._logged_at >= self._interval_s:
+            self._logged_at = now
+            self._log.info(f"{self._what}_progress", **self._fields())
+
+    def finish(self) -> None:
+        self._log.info(f"{self._what}_finished", **self._fields())

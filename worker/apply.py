@@ -148,11 +148,13 @@ async def apply_batch(
     before_commit: Callable[[], Awaitable[None]] | None = None,
     decide: DecideBatch = decide_batch,
     sources: Sequence[EventSource] | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> list[CancelOutcome]:
     """Decide and write `events`; returns their outcomes in order. Raises Fenced,
     DecisionFailed when `decide` raises, and what the database raised when it is not
     transient or the attempts are spent. `sources`, one per event when given, are
-    stored with the outcomes the events decide (`refundctl cancel show`).
+    stored with the outcomes the events decide (`refundctl cancel show`). `on_retry`
+    is called before each retry of a transient failure (the worker counts them).
 
     `before_commit` runs inside the transaction once the offsets are ours (the
     compare-and-set passed) and the writes are done; it may run again on a retry."""
@@ -172,6 +174,8 @@ async def apply_batch(
             if not is_transient(exc) or attempt + 1 == attempts_max:
                 raise
             log.warning("batch_retry", attempt=attempt + 1, error=type(exc).__name__)
+            if on_retry is not None:
+                on_retry()
             await asyncio.sleep(backoff_s(attempt, backoff_ms_max))
     raise AssertionError("unreachable: the loop returns or raises")
 

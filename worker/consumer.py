@@ -9,7 +9,6 @@ while the next batch is applied (one such tail at a time).
 """
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -17,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import prometheus_client
 import pydantic
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -43,6 +41,7 @@ from worker import ledger
 from worker.apply import Cause, DecideBatch, Refusal, apply_batch, apply_isolating
 from worker.decision import decide_batch
 from worker.faults import FaultInjector
+from worker.health import HealthServer, WorkerStatus, serve_health
 from worker.ledger import Fenced, OffsetAdvance
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
@@ -184,6 +183,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._worker.joining_since = time.monotonic()
+        # Their lag is the next owner's to tell (a stale gauge here would be a lie).
+        self._worker.metrics.forget_partitions(tp.partition for tp in revoked)
         if revoked:
             started = time.perf_counter()
             # Replies and Kafka commit of the last batch before the partitions move, for
@@ -246,6 +247,36 @@ class RefundWorker:
         self.assigned = asyncio.Event()
         self._tail: asyncio.Task[None] | None = None  # the last batch's replies and commit
         self.joining_since: float | None = None  # monotonic time a (re)join began
+        self.last_tick = time.monotonic()  # the loop's heartbeat (worker.health)
+
+    def status(self) -> WorkerStatus:
+        """What /healthz and /readyz tell (worker.health)."""
+        return WorkerStatus(
+            last_tick=self.last_tick,
+            joining_since=self.joining_since,
+            joined_once=self.assigned.is_set(),
+            partitions=tuple(sorted(tp.partition for tp in self._consumer.assignment())),
+        )
+
+    def tick(self) -> None:
+        """One turn of the loop: the heartbeat, and the lag of each partition owned
+        (high-water mark of the last fetch, answered even when empty, minus the next
+        offset to apply) with the time it was measured."""
+        self.last_tick = time.monotonic()
+        metrics = self.metrics
+        metrics.heartbeat.set_to_current_time()
+        owned = self._consumer.assignment()
+        metrics.partitions_assigned.set(len(owned))
+        metrics.group_member.set(int(self.joining_since is None and self.assigned.is_set()))
+        known = self._consumer.partitions_for_topic(self._kafka.topics.requests)
+        if known:
+            metrics.topic_partitions.set(len(known))
+        now_s = time.time()
+        for tp in owned:
+            highwater = self._consumer.highwater(tp)
+            next_offset = self._next_offsets.get(tp)
+            if highwater is not None and next_offset is not None:
+                metrics.observe_lag(tp.partition, max(0, highwater - next_offset), now_s)
 
     async def resume_from_stored(self, assigned: set[TopicPartition]) -> dict[int, int]:
         """Seek each assigned partition to the offset stored with the ledger; returns
@@ -299,6 +330,7 @@ class RefundWorker:
                     )
                     if batch:
                         await self.process(batch)
+                    self.tick()
                     self._check_join()
             finally:
                 try:
@@ -416,6 +448,7 @@ class RefundWorker:
                 before_commit=before_commit,
                 decide=self._decide,
                 sources=sources,
+                on_retry=self.metrics.batch_retries.inc,
             )
 
         applying = time.perf_counter()
@@ -712,28 +745,13 @@ async def run_worker(
         worker = RefundWorker(settings, pool)
         if assigned is not None:
             worker.assigned = assigned
-        with serve_metrics(worker.metrics, settings.metrics_port):
+        health = HealthServer(
+            worker.status,
+            worker.metrics.registry,
+            stale_ms=settings.heartbeat_stale_ms,
+            join_ms=settings.group_join_ms_max,
+        )
+        async with serve_health(health, "0.0.0.0", settings.metrics_port):  # noqa: S104
             await worker.run(stop)
     finally:
         await pool.close()
-
-
-@contextlib.contextmanager
-def serve_metrics(metrics: WorkerMetrics, port: int) -> Iterator[None]:
-    """Serve Prometheus metrics on `port` (0: not at all) while the worker runs.
-
-    A port in use is logged, not fatal: refunds matter more than metrics."""
-    if port == 0:
-        yield
-        return
-    try:
-        server, thread = prometheus_client.start_http_server(port, registry=metrics.registry)
-    except OSError as exc:
-        log.warning("metrics_port_unavailable", port=port, error=str(exc))
-        yield
-        return
-    try:
-        yield
-    finally:
-        server.shutdown()
-        thread.join(5)

@@ -18,6 +18,8 @@ class WorkerSettings:
     apply_backoff_ms_max: int = 2_000
     db_command_timeout_s: float = 30.0
     metrics_port: int = 0  # Prometheus metrics over HTTP; 0: not served
+    # /healthz answers 503 once the loop has not turned for this long (worker.health).
+    heartbeat_stale_ms: int = 60_000
     # A batch's tail (replies, Kafka commit) is waited for this long when partitions are
     # revoked or the worker stops; a rebalance must not wait on the broker's answers.
     tail_wait_ms_max: int = 5_000
@@ -43,6 +45,7 @@ class WorkerSettings:
         assert self.database.idle_in_transaction_timeout_ms > self.dead_letter_timeout_ms
         assert 10_000 <= self.group_join_ms_max <= 600_000
         assert 0 < self.kafka_stop_timeout_ms <= 60_000
+        assert 1_000 <= self.heartbeat_stale_ms <= 3_600_000
 
     @property
     def database_url(self) -> str:

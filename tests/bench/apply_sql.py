@@ -4,6 +4,12 @@ no Kafka, with PostgreSQL's default plan caching (as the worker runs) and with
 per batch size, the median and last-tenth milliseconds per batch and the refunds/s.
 
     python -m tests.bench.apply_sql [--sizes 5,500] [--events 20000]
+
+`apply_events` is the same transaction called in-process by the benchmark's worker part
+(`worker_vs_sql`): given events, a batch size and a number of lanes, it applies them on
+a database the caller prepared, each lane one connection with its own partition's
+offsets, events spread over the lanes by the key the ingress publishes with (so, as
+with Kafka's partitions, one player's events stay in one lane).
 """
 
 import argparse
@@ -11,12 +17,15 @@ import asyncio
 import statistics
 import tempfile
 import time
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
 
+from adapters.bus import event_key
 from refundctl import devstack
-from schemas import ReplyTo
+from schemas import CancelRequested, ReplyTo
 from tests.bench import workload
 from worker import ledger
 from worker.apply import apply_batch
@@ -89,6 +98,66 @@ async def measure(url: str, mode: str, sizes: list[int], events_per_size: int) -
             )
     finally:
         await pool.close()
+
+
+async def apply_events(
+    url: str,
+    events: Sequence[CancelRequested],
+    batch: int,
+    lanes: int,
+    now_ms: int,
+    group: str = GROUP,
+    topic: str = TOPIC,
+) -> dict[str, float]:
+    """Apply `events` in batches of `batch` with `apply_batch` over `lanes` concurrent
+    connections (PostgreSQL's default plan caching, as the worker runs); returns the
+    events, batches, wall seconds, events/s and the median milliseconds per batch."""
+    assert 1 <= batch <= 10_000
+    assert 1 <= lanes <= 64
+    by_lane: list[list[CancelRequested]] = [[] for _ in range(lanes)]
+    for event in events:
+        by_lane[zlib.crc32(event_key(event)) % lanes].append(event)
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await ledger.stored_offsets(conn, group, topic, list(range(lanes)))
+    finally:
+        await conn.close()
+    pools = [await asyncpg.create_pool(url, min_size=1, max_size=1) for _ in range(lanes)]
+    durations_ms: list[float] = []
+
+    async def lane(partition: int) -> None:
+        pool, mine = pools[partition], by_lane[partition]
+        assert pool is not None
+        for offset in range(0, len(mine), batch):
+            chunk = mine[offset : offset + batch]
+            advance = OffsetAdvance(topic, partition, offset, offset + len(chunk))
+            started = time.perf_counter()
+            await apply_batch(
+                pool,
+                chunk,
+                group=group,
+                advances=[advance],
+                now_ms=now_ms,
+                attempts_max=8,
+                backoff_ms_max=2_000,
+            )
+            durations_ms.append((time.perf_counter() - started) * 1000)
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(lane(i) for i in range(lanes)))
+        seconds = max(1e-9, time.perf_counter() - started)
+    finally:
+        for pool in pools:
+            assert pool is not None
+            await pool.close()
+    return {
+        "events": len(events),
+        "batches": len(durations_ms),
+        "seconds": seconds,
+        "events_per_s": len(events) / seconds,
+        "batch_p50_ms": statistics.median(durations_ms) if durations_ms else float("nan"),
+    }
 
 
 def main() -> None:

@@ -1,38 +1,38 @@
 """The benchmark's baseline: the obvious design without Kafka, tuned fairly.
 
-`python -m tests.bench.direct --port P [--pool N]`: a Starlette app on uvicorn (httptools,
-the same settings as the ingress) serving the same provider routes. Each request goes
-through the same adapter's `accept` (authentication, validation, the same
-`CancelRequested` events) and `render`; in between, each cancel is applied in its own
-database transaction and answered. The decision is the worker's own pure `decide`, so
-outcomes are identical; the SQL is written for one cancel at a time with as few round
-trips as it can: BEGIN, one statement that locks and loads every row the cancel touches,
-one statement that writes all effects, COMMIT. asyncpg pool, its prepared-statement
-cache (each statement is prepared once per connection), the same transient-error retry
-as the worker, and one log line per request like the ingress. Several processes may
-share the port (SO_REUSEPORT).
+`python -m tests.bench.direct --port P [--pool N]`: the same provider routes on the
+ingress's own HTTP server (`adapters.http_server`, the ingress's limits), with the same
+JSON and validation code: each request goes through the same adapter's `accept`
+(authentication, validation, the same `CancelRequested` events), `too_large` and
+`render` as the ingress. In between, each cancel is applied in its own database
+transaction and answered. The decision is the worker's own pure `decide`, so outcomes
+are identical; the SQL is written for one cancel at a time with as few round trips as it
+can: BEGIN, one statement that locks and loads every row the cancel touches, one
+statement that writes all effects, COMMIT. A pool of `--pool` connections, each with
+both statements prepared once when it opens (server-side prepared statements, bound and
+executed per cancel); the same transient-error retry as the worker; one log line per
+request like the ingress. Run several processes on several ports (the load generator
+spreads its connections over them, as over several ingress processes).
 """
 
 import argparse
 import asyncio
 import contextlib
 import os
-import socket
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import structlog
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request as HttpRequest
-from starlette.responses import Response as HttpResponse
-from starlette.routing import Route as HttpRoute
 
-from adapters.contract import REQUEST_BYTES_MAX, Envelope, Request, Response, Route
-from adapters.http_app import read_body
+from adapters.contract import Envelope, Request, Response, Route
+from adapters.http_server import Handler, HttpRequest, HttpResponse, HttpServer
 from adapters.routes import routes
+from adapters.settings import HttpLimits
 from refundctl import config, logs
 from schemas import CancelOutcome, CancelRequested, ReplyTo
 from worker.apply import backoff_s, is_transient
@@ -98,15 +98,54 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def _apply_once(conn: asyncpg.Connection, event: CancelRequested) -> CancelOutcome:
+@dataclass
+class Lane:
+    """One pooled connection with its two prepared statements."""
+
+    conn: asyncpg.Connection
+    load: Any  # asyncpg PreparedStatement of LOAD_SQL
+    write: Any  # and of WRITE_SQL
+
+
+class LanePool:
+    """`size` connections, each preparing LOAD_SQL and WRITE_SQL once when it opens; a
+    connection found closed is opened (and prepared) again when next taken."""
+
+    def __init__(self, database_url: str, size: int) -> None:
+        self._url = database_url
+        self._size = size
+        self._idle: asyncio.Queue[Lane] = asyncio.Queue()
+
+    async def _open(self) -> Lane:
+        conn = await asyncpg.connect(self._url, timeout=10)
+        return Lane(conn, await conn.prepare(LOAD_SQL), await conn.prepare(WRITE_SQL))
+
+    async def start(self) -> None:
+        for _ in range(self._size):
+            self._idle.put_nowait(await self._open())
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Lane]:
+        lane = await self._idle.get()
+        try:
+            if lane.conn.is_closed():
+                lane = await self._open()
+            yield lane
+        finally:
+            self._idle.put_nowait(lane)
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            await self._idle.get_nowait().conn.close(timeout=5)
+
+
+async def _apply_once(lane: Lane, event: CancelRequested) -> CancelOutcome:
     provider = event.provider.value
     txs = [item.bet_tx for item in event.items]
     snapshot = LedgerSnapshot()
     bet_rows = []
-    async with conn.transaction():
-        rows = await conn.fetch(
-            LOAD_SQL, provider, event.cancel_id, txs, event.player, event.currency
-        )
+    async with lane.conn.transaction():
+        rows = await lane.load.fetch(provider, event.cancel_id, txs, event.player, event.currency)
         for row in rows:
             kind = row["kind"]
             if kind == "b":
@@ -133,8 +172,7 @@ async def _apply_once(conn: asyncpg.Connection, event: CancelRequested) -> Cance
         [(_, decision)] = decide_batch([event], snapshot, now_ms())
         if decision.store:
             refunds = decision.refunds
-            cancelled = await conn.fetchval(
-                WRITE_SQL,
+            cancelled = await lane.write.fetchval(
                 provider,
                 event.cancel_id,
                 event.request_digest,
@@ -148,12 +186,12 @@ async def _apply_once(conn: asyncpg.Connection, event: CancelRequested) -> Cance
     return decision.outcome
 
 
-async def apply_one(pool: asyncpg.Pool, event: CancelRequested) -> CancelOutcome | None:
+async def apply_one(pool: LanePool, event: CancelRequested) -> CancelOutcome | None:
     """One cancel, one transaction; transient faults retried like the worker's batches."""
     for attempt in range(ATTEMPTS_MAX):
         try:
-            async with pool.acquire() as conn:
-                return await _apply_once(conn, event)
+            async with pool.acquire() as lane:
+                return await _apply_once(lane, event)
         except Exception as exc:
             if not is_transient(exc) or attempt + 1 == ATTEMPTS_MAX:
                 log.warning("apply_failed", error=type(exc).__name__)
@@ -162,40 +200,59 @@ async def apply_one(pool: asyncpg.Pool, event: CancelRequested) -> CancelOutcome
     return None
 
 
-class Direct:
-    def __init__(self, database_url: str, pool_size: int) -> None:
-        self._database_url = database_url
-        self._pool_size = pool_size
-        self.pool: asyncpg.Pool | None = None
+def _http(response: Response) -> HttpResponse:
+    return HttpResponse(response.status, response.body, response.headers)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
-        self.pool = await asyncpg.create_pool(
-            self._database_url, min_size=self._pool_size, max_size=self._pool_size
-        )
-        try:
-            yield
-        finally:
-            await self.pool.close()
+
+HEALTHY = HttpResponse(200, b'{"status":"ok"}', {"content-type": "application/json"})
+NOT_FOUND = HttpResponse(404, b"Not Found", {"content-type": "text/plain; charset=utf-8"})
+
+
+class Direct:
+    """`adapters.http_server.HttpApp`: the provider routes, answered from the database."""
+
+    def __init__(self, pool: LanePool, env: dict[str, str]) -> None:
+        self.pool = pool
+        self._table: dict[str, Handler] = {}
+        for route in routes(config.provider_secrets(env)):
+            self._table[route.path] = self._handler(route)
+
+    def _handler(self, route: Route) -> Handler:
+        async def handler(request: HttpRequest) -> HttpResponse:
+            return await self.handle(route, request)
+
+        return handler
+
+    async def healthz(self, _: HttpRequest) -> HttpResponse:
+        return HEALTHY
+
+    def route(self, method: str, path: str) -> Handler | HttpResponse:
+        if method == "GET" and path == "/healthz":
+            return self.healthz
+        handler = self._table.get(path)
+        if handler is None or method != "POST":
+            return NOT_FOUND
+        return handler
 
     async def handle(self, route: Route, http_request: HttpRequest) -> HttpResponse:
+        """As the ingress's `handle`, with the database in place of the bus."""
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
-        received_ms = now_ms()
-        body = await read_body(http_request, REQUEST_BYTES_MAX)
+        received_ms = http_request.received_at_ms
+        body = http_request.body
         if body is None:
-            return self._done(route, request_id, started, route.invalid(), "too_large")
+            refused = route.too_large(http_request.headers, received_ms)
+            return self._done(route, request_id, started, refused, "too_large")
         envelope = Envelope(request_id, NO_REPLY, received_ms + DEADLINE_MS)
-        headers = {key.lower(): value for key, value in http_request.headers.items()}
-        accepted = route.accept(Request(headers, body, received_ms), envelope)
+        accepted = route.accept(Request(http_request.headers, body, received_ms), envelope)
         if isinstance(accepted, Response):
             return self._done(route, request_id, started, accepted, "rejected")
-        assert self.pool is not None
-        pool = self.pool
         if len(accepted.events) == 1:
-            outcomes = [await apply_one(pool, accepted.events[0])]
+            outcomes = [await apply_one(self.pool, accepted.events[0])]
         else:
-            outcomes = list(await asyncio.gather(*(apply_one(pool, e) for e in accepted.events)))
+            outcomes = list(
+                await asyncio.gather(*(apply_one(self.pool, e) for e in accepted.events))
+            )
         return self._done(route, request_id, started, route.render(accepted, outcomes), "answered")
 
     def _done(
@@ -211,66 +268,45 @@ class Direct:
             status=response.status,
             latency_ms=round(latency_s * 1000, 2),
         )
-        return HttpResponse(
-            response.body, status_code=response.status, headers=dict(response.headers)
-        )
+        return _http(response)
 
 
-def create_app(database_url: str, pool_size: int) -> Starlette:
+async def serve(port: int, pool_size: int, max_seconds: float) -> None:
     env = dict(os.environ)
-    direct = Direct(database_url, pool_size)
-
-    def endpoint(route: Route):  # type: ignore[no-untyped-def]
-        async def handler(request: HttpRequest) -> HttpResponse:
-            return await direct.handle(route, request)
-
-        return handler
-
-    async def healthz(_: HttpRequest) -> HttpResponse:
-        return HttpResponse(b'{"status":"ok"}', media_type="application/json")
-
-    http_routes = [
-        HttpRoute(route.path, endpoint(route), methods=["POST"])
-        for route in routes(config.provider_secrets(env))
-    ]
-    http_routes.append(HttpRoute("/healthz", healthz, methods=["GET"]))
-    return Starlette(routes=http_routes, lifespan=direct.lifespan)
+    pool = LanePool(config.require(env, "DATABASE_URL"), pool_size)
+    await pool.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        server = HttpServer(Direct(pool, env), HttpLimits())
+        await server.start("127.0.0.1", port)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max_seconds)
+        finally:
+            await server.stop(grace_s=DEADLINE_MS / 1000)
+    finally:
+        await pool.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pool", type=int, default=8, help="database connections")
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="as the ingress's"
     )
+    parser.add_argument("--max-seconds", type=float, default=7200, help="stop after this")
     args = parser.parse_args()
-    env = dict(os.environ)
-    logs.configure(config.secret_values(env))
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
-    # listening socket says TCP (without it, each answer waits for a delayed ACK).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", args.port))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config.require(env, "DATABASE_URL"), args.pool),
-            loop="none",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-            limit_concurrency=10_000,
-        )
-    )
+    logs.configure(config.secret_values(dict(os.environ)))
     if args.loop == "uvloop":
         import uvloop
 
-        uvloop.run(server.serve(sockets=[sock]))
+        uvloop.run(serve(args.port, args.pool, args.max_seconds))
     else:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(serve(args.port, args.pool, args.max_seconds))
 
 
 if __name__ == "__main__":

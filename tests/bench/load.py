@@ -9,6 +9,16 @@ request timeout):
   freshly stamped and signed, as soon as its previous answer arrived. Requests answered
   during the first `warmup_s` are not counted; then for `seconds` every answer counts:
   its latency (send to last byte, measured here) and whether it was the right answer.
+- `open`: open loop at a fixed arrival rate (`rate` per second, `arrival` "even" or
+  "poisson"), independent of the answers: each arrival takes an idle keep-alive
+  connection (or opens one) and sends the plan's next cancel. At most `outstanding_max`
+  requests are unanswered at once; an arrival past that bound, or with the plan used
+  up, is not sent and counted `unsent`; one sent more than `LATE_S` after its time is
+  counted `late`. Latency runs from the arrival's scheduled time (no coordinated
+  omission), and requests scheduled in the window count. With `abort`, the step stops
+  early once it cannot pass (a wrong answer, an unsent arrival, or more answers over
+  `p99_target_ms` than 1% of the window's arrivals); unanswered requests then count as
+  infinitely late. `check` "status200" accepts any 200 (the floor's trivial handler).
 - `burst`: opens `connections` connections, warms the pipeline with a few single
   cancels, then puts every cancel of the burst (HPGames bulks and single requests) on
   the wire at once and records when each cancel's answer arrived.
@@ -19,6 +29,8 @@ import asyncio
 import contextlib
 import json
 import math
+import random
+import resource
 import time
 from array import array
 from collections import Counter, deque
@@ -40,6 +52,7 @@ from tests.bench.workload import (
 
 OPEN_CONCURRENCY = 200  # connections opened at the same time
 BAD_SAMPLES_MAX = 5
+LATE_S = 0.010  # an arrival sent later than this after its time is counted late
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
@@ -166,6 +179,152 @@ async def run_mix(spec: dict[str, Any]) -> dict[str, Any]:
         "max_ms": (ordered[-1] if ordered else math.nan) * 1000,
         "sent": position - start,
         "plan_exhausted": position >= len(plan),
+        "by_provider": dict(sorted(counts.items())),
+        "bad_samples": bad_samples,
+    }
+
+
+def _raise_file_limit(wanted: int) -> int:
+    """Raise this process's open-file limit toward `wanted` + slack; returns the
+    connections it allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + 64 if hard == resource.RLIM_INFINITY else min(hard, wanted + 64)
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return max(1, soft - 64)
+
+
+async def run_open(spec: dict[str, Any]) -> dict[str, Any]:
+    """Open loop: arrivals at `rate`/s for `warmup_s` + `seconds`; see the module doc."""
+    plan = make_plan(spec["plan_size"], spec["plan_seed"]).entries
+    players = spec["players"]
+    signatures = _load_signatures(spec.get("naga_signatures"))
+    endpoints = _endpoints(spec["urls"])
+    timeout_s = float(spec["timeout_s"])
+    rate = float(spec["rate"])
+    assert 0 < rate <= 1_000_000, rate
+    wrap = bool(spec.get("plan_wrap", False))
+    check_any_200 = spec.get("check", "answer") == "status200"
+    outstanding_max = min(int(spec["outstanding_max"]), _raise_file_limit(spec["outstanding_max"]))
+    target_s = spec.get("p99_target_ms", 100) / 1000
+    abort = bool(spec.get("abort", False))
+    rng = random.Random(spec.get("arrival_seed", 1))
+    poisson = spec.get("arrival", "even") == "poisson"
+    # Connections opened before the clock starts (about 50 ms of arrivals); more are
+    # opened on demand, up to the outstanding bound.
+    initial = min(outstanding_max, max(8, math.ceil(rate * 0.05)))
+    idle: list[Connection] = await _open_all(endpoints, initial)
+    opened = len(idle)
+    latencies = array("d")  # seconds from scheduled arrival to answer, in the window
+    counts: Counter[str] = Counter()
+    bad_samples: list[str] = []
+    scheduled_in_window = unsent = late = errors = over_target = 0
+    outstanding = outstanding_peak = 0
+    position = start = spec.get("plan_start", 0)
+    plan_exhausted = aborted = False
+    tasks: set[asyncio.Task[None]] = set()
+    seconds = float(spec["seconds"])
+    started = time.perf_counter()
+    window_start = started + spec["warmup_s"]
+    window_end = window_start + seconds
+    over_target_max = max(1, math.floor(0.01 * rate * seconds))
+
+    async def one(entry: tuple[str, int, int], scheduled: float, counted: bool) -> None:
+        nonlocal outstanding, opened, errors, over_target, aborted
+        request = build_request(entry, players, signatures)
+        connection: Connection | None = None
+        try:
+            if idle:
+                connection = idle.pop()
+            else:
+                opened += 1
+                host, port = endpoints[opened % len(endpoints)]
+                connection = await asyncio.wait_for(Connection.open(host, port), timeout_s)
+            status, body = await connection.send(request, timeout_s)
+        except (HttpError, OSError, TimeoutError) as exc:
+            status, body = 0, f"{type(exc).__name__}: {exc}".encode()
+            errors += 1
+            if connection is not None:
+                connection.close()
+                connection = None
+        finally:
+            outstanding -= 1
+        if connection is not None and not connection.closed:
+            idle.append(connection)
+        done = time.perf_counter()
+        good = status == 200 if check_any_200 else answer_good(*entry[:2], status, body)
+        if not counted:
+            return
+        latency = done - scheduled
+        latencies.append(latency)
+        counts[f"{entry[0]}_{'good' if good else 'bad'}"] += 1
+        if not good and len(bad_samples) < BAD_SAMPLES_MAX:
+            bad_samples.append(f"{entry} {status} {body[:200]!r}")
+        over_target += latency > target_s
+        if abort and (not good or over_target > over_target_max):
+            aborted = True
+
+    arrivals = math.ceil(rate * (spec["warmup_s"] + seconds))
+    at = started
+    for _ in range(arrivals):
+        at += rng.expovariate(rate) if poisson else 1 / rate
+        if at >= window_end or aborted:
+            break
+        now = time.perf_counter()
+        if at > now:
+            await asyncio.sleep(at - now)
+            now = time.perf_counter()
+        counted = at >= window_start
+        scheduled_in_window += counted
+        if outstanding >= outstanding_max or (position - start >= len(plan) and not wrap):
+            plan_exhausted |= position - start >= len(plan)
+            unsent += counted
+            aborted |= abort and counted
+            continue
+        late += now - at > LATE_S
+        entry = plan[position % len(plan)]
+        position += 1
+        outstanding += 1
+        outstanding_peak = max(outstanding_peak, outstanding)
+        task = asyncio.create_task(one(entry, at, counted))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks and not aborted:
+        await asyncio.wait(set(tasks), timeout=timeout_s + 5)
+    unanswered = len(tasks)
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for connection in idle:
+        connection.close()
+    # Requests of the window left unanswered (an aborted step) count as infinitely late.
+    answered = len(latencies)
+    ordered = sorted(latencies)
+    ordered += [math.inf] * max(0, scheduled_in_window - unsent - answered)
+    good = sum(v for k, v in counts.items() if k.endswith("_good"))
+    return {
+        "rate": rate,
+        "arrival": "poisson" if poisson else "even",
+        "seconds": seconds,
+        "requests": scheduled_in_window,
+        "answered": answered,
+        "good": good,
+        "bad": answered - good,
+        "errors": errors,
+        "unsent": unsent,
+        "late": late,
+        "unanswered": unanswered,
+        "aborted": aborted,
+        "rps": answered / seconds,
+        "p50_ms": percentile(ordered, 0.50) * 1000,
+        "p99_ms": percentile(ordered, 0.99) * 1000,
+        "max_ms": (ordered[-1] if ordered else math.nan) * 1000,
+        "outstanding_peak": outstanding_peak,
+        "connections_opened": opened,
+        "sent": position - start,
+        "plan_exhausted": plan_exhausted,
         "by_provider": dict(sorted(counts.items())),
         "bad_samples": bad_samples,
     }
@@ -298,7 +457,8 @@ def main() -> None:
     args = parser.parse_args()
     spec = json.loads(args.spec.read_text())
     runner = _event_loop_runner()
-    result = runner(run_mix(spec) if spec["mode"] == "mix" else run_burst(spec))
+    modes = {"mix": run_mix, "open": run_open, "burst": run_burst}
+    result = runner(modes[spec["mode"]](spec))
     result["cpu_s"] = time.process_time()
     args.out.write_text(json.dumps(result))
 

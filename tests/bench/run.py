@@ -12,20 +12,38 @@ then runs in one invocation:
    applied per second until all are;
 4. burst: `--burst` HPGames cancels at once (bulks of 1,000 and single requests): the
    share answered, correctly, within 3.5 s of the burst's start;
-5. soak (`--soak-minutes N`, off by default): the e2e load for N minutes, with the
+5. e2e_open and direct_open: open-loop capacity. Arrivals at a fixed rate (Poisson by
+   default, `--open-arrival`), independent of the answers; a bounded search (doubling,
+   then bisection; `--open-steps` steps of `--open-step-seconds`) for the highest rate
+   whose p99 stays within 100 ms with every answer right and every arrival sent. A
+   fresh stack (database, broker) for each search; between steps the stack settles.
+6. floor: the ingress's open-loop capacity with the broker answering instantly (a stub
+   in place of the workers, `tests.bench.floor stub`) over that of a trivial handler on
+   the same HTTP server (`tests.bench.floor serve`): `ingress_vs_floor`.
+7. worker_vs_sql (in the worker part): the drain rate over the same events applied by
+   the worker's own transaction alone (`tests.bench.apply_sql.apply_events`, in this
+   process, against the same PostgreSQL) at the workers' mean batch size, with as many
+   connections as workers.
+8. burst_x2: a burst of twice what the e2e open-loop capacity answers in 3.5 s.
+9. soak (`--soak-minutes N`, off by default): the e2e load for N minutes, with the
    resident memory of the ingress and the workers sampled; growth after warm-up.
 
 With `--connections auto` (the default), short probes first choose the client's
-connection count: for e2e the most requests/s with p99 within 100 ms (on a stack of its
-own, as Tansu slows as it fills), for direct the most requests/s.
+connection count of the closed-loop parts: for e2e the most requests/s with p99 within
+100 ms (on a stack of its own, as Tansu slows as it fills), for direct the most
+requests/s.
 
-One line per part, then `bench: broker=… e2e_rps=… … burst_in_deadline_pct=…`. Every wait is
-bounded; all traffic goes to 127.0.0.1.
+One line per part, then `bench_closed: …` (the closed-loop figures) and, last,
+`bench: broker=… e2e_rps=… … burst_in_deadline_pct=… e2e_open_rps=… … ` (see
+`Bench.summary`). The results (every open-loop step) go to a JSON file beside a PNG of
+p50 and p99 against offered rate (`--plot PATH`; `tests.bench.plot` overlays several
+runs). Every wait is bounded; all traffic goes to 127.0.0.1.
 """
 
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import math
 import shutil
@@ -44,8 +62,10 @@ from adapters.bus import event_key
 from refundctl import config, devstack
 from schemas import ReplyTo
 from schemas.transport import HEADER_CORRELATION_ID, HEADER_SCHEMA, SCHEMA_CANCEL_REQUESTED, encode
-from tests.bench import stack, workload
+from tests.bench import plot, stack, workload
+from tests.bench.apply_sql import apply_events
 from tests.bench.stack import Processes
+from tests.infra import with_database
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO / ".refund-dev" / "bench-cache"  # git-ignored: the Naga key, signatures
@@ -53,11 +73,15 @@ TEMPLATE_DB = "bench_template"
 PARTITIONS = 12  # KAFKA_REQUEST_PARTITIONS default
 BURST_WARM = 20
 DEADLINE_MS = 3500
-PARTS = ("e2e", "direct", "worker", "burst")
+PARTS = ("e2e", "direct", "e2e_open", "direct_open", "floor", "worker", "burst", "burst_x2")
 PROBE_CONNECTIONS = (16, 32, 64, 128, 256)
 PROBE_WARMUP_S = 2.0
 PROBE_SECONDS = 5.0
 P99_TARGET_MS = 100
+OPEN_RATE_MIN = 5.0  # requests/s: the search does not go below it
+SETTLE_TIMEOUT_S = 60.0
+STUB_READY_TIMEOUT_S = 60.0
+PLOTS_DIR = REPO / ".refund-dev" / "bench"  # git-ignored
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,6 +120,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--players", type=int, default=workload.PLAYERS_DEFAULT, help="accounts")
     add("--rate-cap", type=int, default=6000, help="requests/s the plan is sized for")
     add("--client", choices=("raw", "httpx"), default="raw", help="load client's HTTP stack")
+    add("--open-arrival", choices=("poisson", "even"), default="poisson", help="arrivals")
+    add("--open-steps", type=int, default=10, help="steps of each open-loop search (max)")
+    add("--open-step-seconds", type=float, default=5, help="measured seconds of a step")
+    add("--open-step-warmup", type=float, default=1, help="seconds before a step's window")
+    add(
+        "--open-start-rate",
+        type=float,
+        default=0,
+        help="first rate of every search (0: from earlier parts: e2e and direct half their"
+        " closed-loop rate, the stubbed ingress the e2e capacity, the floor the stubbed one)",
+    )
+    add(
+        "--open-precision",
+        type=float,
+        default=0.1,
+        help="the bisection stops when the failing rate is within this share of the passing",
+    )
+    add(
+        "--open-outstanding",
+        type=int,
+        default=1024,
+        help="unanswered requests the open-loop client allows (then arrivals are unsent)",
+    )
+    add(
+        "--floor-rate-max",
+        type=float,
+        default=50_000,
+        help="highest rate of the floor part's searches (no database: the plan wraps)",
+    )
+    add("--shared-broker", action="store_true", help="one broker for all parts (faster)")
+    add("--plot", type=Path, default=None, help="the PNG (default .refund-dev/bench/…)")
     add("--parts", default=",".join(PARTS), help="parts to run (comma-separated)")
     add("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
@@ -107,6 +162,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--connections must be a number or 'auto'")
     if not 5 <= args.fetch_max_wait_ms <= 20:
         parser.error("--fetch-max-wait-ms must be 5..20 for Tansu")
+    if not 1 <= args.open_steps <= 30:
+        parser.error("--open-steps must be 1..30")
+    if not 0.01 <= args.open_precision <= 1:
+        parser.error("--open-precision must be 0.01..1")
+    if not 1 <= args.open_outstanding <= 10_000:
+        parser.error("--open-outstanding must be 1..10000")
     return args
 
 
@@ -185,6 +246,9 @@ class Bench:
         self.results: dict[str, float] = {}
         self.mix_size = 0
         self.plan = workload.Plan([], {}, {})
+        self.searches: dict[str, list[dict[str, Any]]] = {}  # open-loop steps by name
+        self.lines: list[str] = []
+        self.shared_broker: stack.Broker | None = None
 
     # --- preparation -------------------------------------------------------------------
 
@@ -193,7 +257,11 @@ class Bench:
         probes_s = len(PROBE_CONNECTIONS) * (PROBE_WARMUP_S + PROBE_SECONDS)
         seconds = args.warmup_seconds + args.e2e_seconds
         seconds += probes_s if args.connections == "auto" else 0
-        self.mix_size = math.ceil(seconds * args.rate_cap)
+        # An open-loop search doubles up to the rate cap (less than twice the cap in
+        # all), then bisects below it: the plan covers its worst case.
+        step_s = args.open_step_warmup + args.open_step_seconds
+        open_s = (2 + args.open_steps) * step_s
+        self.mix_size = math.ceil(max(seconds, open_s) * args.rate_cap)
         self.chosen_connections = 0 if args.connections == "auto" else int(args.connections)
         started = time.monotonic()
         self.plan = workload.make_plan(max(self.mix_size, args.worker_events))
@@ -202,7 +270,7 @@ class Bench:
 
     async def _seed(self, plan: workload.Plan, template: str) -> None:
         known = dict(plan.known)
-        known["h"] = max(known["h"], self.args.burst + BURST_WARM)
+        known["h"] = max(known["h"], self.args.burst + BURST_WARM, self.burst_x2_max() + BURST_WARM)
         public, signatures = await asyncio.to_thread(workload.naga_signatures, CACHE_DIR, plan)
         workload.check_signature_roundtrip(public, signatures)
         self.naga_public = public
@@ -210,18 +278,32 @@ class Bench:
             out.writelines(f"{tx} {signature}\n" for tx, signature in signatures.items())
         await stack.create_template(self.pg_url, template, known, self.args.players)
 
-    def env(self, broker: stack.Broker, database_url: str) -> dict[str, str]:
+    def burst_x2_max(self) -> int:
+        """The largest `burst_x2` the seeded ledger allows: twice the rate cap's 3.5 s."""
+        return math.ceil(2 * self.args.rate_cap * DEADLINE_MS / 1000)
+
+    def env(self, broker: stack.Broker, database_url: str, part: str) -> dict[str, str]:
         env = stack.stack_env(broker, database_url, self.naga_public)
         if self.args.batch:
             env["WORKER_BATCH_RECORDS_MAX"] = str(self.args.batch)
+        if self.args.shared_broker:  # topics and group of its own per part
+            env["KAFKA_TOPIC_PREFIX"] = f"bench.{part}."
+            env["KAFKA_CONSUMER_GROUP"] = f"refund-worker-{part}"
         return env
 
-    def new_broker(self, part: str):  # type: ignore[no-untyped-def]
-        return stack.broker(self.args.broker, self.work_dir, part, self.args.fetch_max_wait_ms)
+    @contextlib.contextmanager
+    def new_broker(self, part: str) -> Iterator[stack.Broker]:
+        """A fresh broker for the part, or the run's one broker (`--shared-broker`)."""
+        if self.shared_broker is not None:
+            yield self.shared_broker
+            return
+        args = self.args
+        with stack.broker(args.broker, self.work_dir, part, args.fetch_max_wait_ms) as broker:
+            yield broker
 
     def cpu_meter(self, processes: Processes, broker: stack.Broker | None) -> CpuMeter:
         groups: dict[str, Callable[[], list[int]]] = {}
-        for role in ("ingress", "worker", "direct"):
+        for role in ("ingress", "worker", "direct", "stub", "server"):
             pids = [p.pid for name, p in processes.started if f"-{role}" in f"-{name}"]
             if pids:
                 groups[role] = lambda pids=pids: pids  # type: ignore[misc]
@@ -279,17 +361,24 @@ class Bench:
         }
 
     @contextlib.asynccontextmanager
-    async def pipeline(self, part: str, database: str, template: str = TEMPLATE_DB):  # type: ignore[no-untyped-def]
-        """Fresh broker, fresh database, workers and ingress processes, all ready."""
+    async def pipeline(  # type: ignore[no-untyped-def]
+        self, part: str, database: str, template: str = TEMPLATE_DB, stub: bool = False
+    ):
+        """Fresh broker, fresh database, workers (or, with `stub`, the stub that answers
+        every event at once) and ingress processes, all ready."""
         with self.new_broker(part) as broker:
             url = await stack.clone_database(self.pg_url, template, database)
-            env = self.env(broker, url)
+            env = self.env(broker, url, part)
             await stack.create_stack_topics(env)
             processes = Processes(self.work_dir)
             try:
-                workers = [f"{part}-worker-{i}" for i in range(self.args.workers)]
+                workers = [] if stub else [f"{part}-worker-{i}" for i in range(self.args.workers)]
                 for name in workers:
                     processes.refundctl(name, "worker", env)
+                if stub:
+                    command = [sys.executable, "-m", "tests.bench.floor", "stub"]
+                    processes.spawn(f"{part}-stub", command, env, cwd=REPO)
+                    await wait_for_line(processes, f"{part}-stub", "stub_assigned")
                 urls = []
                 for i in range(self.args.ingress):
                     port = devstack.free_port()
@@ -299,8 +388,9 @@ class Bench:
                     urls.append(f"http://127.0.0.1:{port}")
                 for url_ in urls:
                     await processes.wait_http(url_, "/readyz")
-                joined_s = await processes.wait_assigned(workers, PARTITIONS)
-                note(f"{part}: stack ready, workers assigned after {joined_s:.1f} s")
+                if workers:
+                    joined_s = await processes.wait_assigned(workers, PARTITIONS)
+                    note(f"{part}: stack ready, workers assigned after {joined_s:.1f} s")
                 yield urls, processes, broker
             finally:
                 processes.stop_all()
@@ -362,37 +452,45 @@ class Bench:
         )
         self._show_bad(result)
 
-    async def direct(self) -> None:
+    @contextlib.asynccontextmanager
+    async def direct_servers(self, database: str):  # type: ignore[no-untyped-def]
+        """The baseline's processes on a fresh database, each on a port of its own;
+        yields (urls, processes); checks the ledger after they stop."""
         args = self.args
-        url = await stack.clone_database(self.pg_url, TEMPLATE_DB, "bench_direct")
+        url = await stack.clone_database(self.pg_url, TEMPLATE_DB, database)
         env = {
             **config.DEV_SECRETS,
             "NAGA_PUBLIC_KEY_FILE": str(self.naga_public),
             "DATABASE_URL": url,
         }
-        port = devstack.free_port()
-        base = f"http://127.0.0.1:{port}"
         processes = Processes(self.work_dir)
+        urls = []
         try:
             for i in range(args.direct_processes):
+                port = devstack.free_port()
                 command = [sys.executable, "-m", "tests.bench.direct", "--port", str(port)]
                 command += ["--pool", str(args.direct_pool), "--loop", args.direct_loop]
-                processes.spawn(f"direct-{i}", command, env, cwd=REPO)
-            await processes.wait_http(base, "/healthz")
-            await asyncio.sleep(2)  # the other processes' pools (they share the port)
-            processes.check_alive()
-            connections, used, probes = 0, 0, "off"
-            if args.connections == "auto":
-                connections, used, probes = await self.sweep("direct", [base], processes, False)
-            else:
-                connections = int(args.connections)
-            meter = self.cpu_meter(processes, None)
-            spec = self.mix_spec([base], args.e2e_seconds, self.mix_size, 7, connections, used)
-            result = await self.run_load(spec, "direct", meter)
+                processes.spawn(f"{database}-direct-{i}", command, env, cwd=REPO)
+                urls.append(f"http://127.0.0.1:{port}")
+            for base in urls:
+                await processes.wait_http(base, "/healthz")
+            yield urls, processes
         finally:
             processes.stop_all()
         counts = await stack.assert_conservation(url)
-        note(f"direct: ledger conserved, {counts}")
+        note(f"{database}: ledger conserved, {counts}")
+
+    async def direct(self) -> None:
+        args = self.args
+        async with self.direct_servers("bench_direct") as (urls, processes):
+            connections, used, probes = 0, 0, "off"
+            if args.connections == "auto":
+                connections, used, probes = await self.sweep("direct", urls, processes, False)
+            else:
+                connections = int(args.connections)
+            meter = self.cpu_meter(processes, None)
+            spec = self.mix_spec(urls, args.e2e_seconds, self.mix_size, 7, connections, used)
+            result = await self.run_load(spec, "direct", meter)
         self.results["direct_rps"] = result["rps"]
         say(
             f"direct: processes={args.direct_processes} pool={args.direct_pool}"
@@ -405,12 +503,238 @@ class Bench:
         )
         self._show_bad(result)
 
+    # --- open loop -------------------------------------------------------------------------
+
+    def open_spec(
+        self, urls: list[str], rate: float, start: int, wrap: bool, check: str
+    ) -> dict[str, Any]:
+        args = self.args
+        need = math.ceil(rate * (args.open_step_warmup + args.open_step_seconds)) + 16
+        return {
+            "mode": "open",
+            "urls": urls,
+            "rate": rate,
+            "arrival": args.open_arrival,
+            "outstanding_max": args.open_outstanding,
+            "p99_target_ms": P99_TARGET_MS,
+            "abort": True,
+            "check": check,
+            "plan_wrap": wrap,
+            # A plan's prefix does not depend on its size: the step builds what it uses.
+            "plan_start": 0 if wrap else start,
+            "plan_size": need if wrap else min(self.mix_size, start + need),
+            "plan_seed": 7,
+            "warmup_s": args.open_step_warmup,
+            "seconds": args.open_step_seconds,
+            "players": args.players,
+            "naga_signatures": str(self.signatures_file),
+            "timeout_s": 10.0,
+        }
+
+    async def open_search(
+        self,
+        name: str,
+        urls: list[str],
+        processes: Processes,
+        broker: stack.Broker | None,
+        settle: Callable[[], Any],
+        rate_max: float,
+        start: float,
+        wrap: bool = False,
+        check: str = "answer",
+    ) -> dict[str, Any]:
+        """The highest arrival rate whose step passes (p99 within the target, every
+        answer right, every arrival sent): doubling from the start rate until a step
+        fails (or `rate_max`), then bisection until the failing rate is within
+        `--open-precision` of the passing one; at most `--open-steps` steps. A first
+        step that fails halves the rate instead (down to OPEN_RATE_MIN). The start rate
+        is `--open-start-rate` when given, else `start` (a hint from an earlier part)."""
+        args = self.args
+        rate = min(rate_max, max(OPEN_RATE_MIN, float(round(args.open_start_rate or start))))
+        best: dict[str, Any] | None = None
+        failed_at: float | None = None
+        used = 0
+        steps: list[dict[str, Any]] = []
+        for index in range(args.open_steps):
+            meter = self.cpu_meter(processes, broker)
+            spec = self.open_spec(urls, rate, used, wrap, check)
+            result = await self.run_load(spec, f"{name}-open-{index}", meter)
+            used += result["sent"]
+            passed = (
+                result["requests"] > 0
+                and result["bad"] == 0
+                and result["unsent"] == 0
+                and result["p99_ms"] <= P99_TARGET_MS
+            )
+            step = {
+                key: result[key]
+                for key in ("rate", "requests", "answered", "bad", "errors", "unsent", "late")
+            }
+            step |= {
+                "p50_ms": result["p50_ms"],
+                "p99_ms": result["p99_ms"],
+                "aborted": result["aborted"],
+                "passed": passed,
+                "cpu": meter.text(result["sent"]),
+            }
+            steps.append(step)
+            note(
+                f"{name} open {rate:.0f}/s: p50={result['p50_ms']:.1f} ms"
+                f" p99={result['p99_ms']:.1f} ms bad={result['bad']} unsent={result['unsent']}"
+                f" late={result['late']} -> {'pass' if passed else 'fail'}"
+            )
+            for sample in result["bad_samples"][:2]:
+                note(f"{name} unexpected answer: {sample}")
+            if passed:
+                best = step
+            else:
+                failed_at = rate
+            await settle()
+            if failed_at is None:  # still doubling
+                if rate >= rate_max:
+                    break
+                proposal = min(rate_max, rate * 2)
+            elif best is None:  # even the first rate failed: go down
+                if rate <= OPEN_RATE_MIN:
+                    break
+                proposal = max(OPEN_RATE_MIN, rate / 2)
+            else:
+                low = best["rate"]
+                if failed_at <= low * (1 + args.open_precision):
+                    break
+                proposal = round((low + failed_at) / 2)
+                if not low < proposal < failed_at:
+                    break
+            rate = float(proposal)
+        self.searches[name] = steps
+        return {
+            "rate": best["rate"] if best else 0.0,
+            "best": best,
+            "capped": failed_at is None,
+            "steps": steps,
+            "trail": ",".join(
+                f"{st['rate']:.0f}:{'ok' if st['passed'] else 'FAIL'}(p99={st['p99_ms']:.0f})"
+                for st in steps
+            ),
+        }
+
+    def _open_line(self, part: str, search: dict[str, Any], extra: str = "") -> str:
+        best = search["best"] or {"p50_ms": math.nan, "p99_ms": math.nan, "cpu": "-"}
+        return (
+            f"{part}: arrival={self.args.open_arrival} rate={search['rate']:.0f}"
+            f" p50_ms={best['p50_ms']:.1f} p99_ms={best['p99_ms']:.1f}"
+            f" capped={search['capped']} steps={len(search['steps'])}{extra}"
+            f" trail={search['trail']} cpu@rate: {best['cpu']}"
+        )
+
+    async def settle_worker(self, url: str) -> None:
+        """Until the workers' stored offsets stop moving (what the step left queued is
+        applied), bounded."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        conn = await stack.connect(url)
+        try:
+            last = -1
+            while time.monotonic() < deadline:
+                applied = await conn.fetchval(
+                    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+                )
+                if applied == last:
+                    return
+                last = applied
+                await asyncio.sleep(1.0)
+            note(f"settle: offsets still moving after {SETTLE_TIMEOUT_S:.0f} s")
+        finally:
+            await conn.close()
+
+    async def e2e_open(self) -> None:
+        args = self.args
+        async with self.pipeline("e2e-open", "bench_e2e_open") as (urls, processes, broker):
+            url = with_database(self.pg_url, "bench_e2e_open")
+            search = await self.open_search(
+                "e2e",
+                urls,
+                processes,
+                broker,
+                lambda: self.settle_worker(url),
+                args.rate_cap,
+                self.results.get("e2e_rps", 200.0) / 2,
+            )
+        best = search["best"] or {}
+        self.results |= {
+            "e2e_open_rps": search["rate"],
+            "e2e_open_p50_ms": best.get("p50_ms", math.nan),
+            "e2e_open_p99_ms": best.get("p99_ms", math.nan),
+        }
+        extra = f" ingress={args.ingress} workers={args.workers}"
+        say(self._open_line("e2e_open", search, extra))
+
+    async def direct_open(self) -> None:
+        args = self.args
+        async with self.direct_servers("bench_direct_open") as (urls, processes):
+            search = await self.open_search(
+                "direct",
+                urls,
+                processes,
+                None,
+                lambda: asyncio.sleep(1.0),
+                args.rate_cap,
+                self.results.get("direct_rps", 200.0) / 2,
+            )
+        best = search["best"] or {}
+        self.results |= {
+            "direct_open_rps": search["rate"],
+            "direct_open_p50_ms": best.get("p50_ms", math.nan),
+            "direct_open_p99_ms": best.get("p99_ms", math.nan),
+        }
+        extra = f" processes={args.direct_processes} pool={args.direct_pool}"
+        say(self._open_line("direct_open", search, extra))
+
+    async def floor(self) -> None:
+        """The ingress with the stub answering every event at once, then the trivial
+        handler on the same HTTP server; both searched open-loop on the same plan."""
+        args = self.args
+        pause = lambda: asyncio.sleep(1.0)  # noqa: E731
+        async with self.pipeline("floor", "bench_floor", stub=True) as (urls, processes, broker):
+            stubbed = await self.open_search(
+                "ingress_stub",
+                urls,
+                processes,
+                broker,
+                pause,
+                args.floor_rate_max,
+                self.results.get("e2e_open_rps") or 200.0,
+                wrap=True,
+            )
+        say(self._open_line("ingress_stub", stubbed, f" ingress={args.ingress}"))
+        processes = Processes(self.work_dir)
+        try:
+            port = devstack.free_port()
+            base = f"http://127.0.0.1:{port}"
+            command = [sys.executable, "-m", "tests.bench.floor", "serve", "--port", str(port)]
+            processes.spawn("floor-server", command, {}, cwd=REPO)
+            await processes.wait_http(base, "/healthz")
+            floor = await self.open_search(
+                "floor",
+                [base],
+                processes,
+                None,
+                pause,
+                args.floor_rate_max,
+                stubbed["rate"] or 400.0,  # the floor is at least the ingress
+                wrap=True,
+                check="status200",
+            )
+        finally:
+            processes.stop_all()
+        say(self._open_line("floor", floor))
+        self.results |= {"ingress_stub_rps": stubbed["rate"], "floor_rps": floor["rate"]}
+
     async def worker(self) -> None:
         args = self.args
         total = args.worker_events
         with self.new_broker("worker") as broker:
             url = await stack.clone_database(self.pg_url, TEMPLATE_DB, "bench_worker")
-            env = self.env(broker, url)
+            env = self.env(broker, url, "worker")
             await stack.create_stack_topics(env)
             kafka = config.kafka_settings(env)
             published_s = await self._publish(kafka, self.plan.entries[:total])
@@ -427,13 +751,38 @@ class Bench:
             counts = await stack.assert_conservation(url)
         rate = (total - at_first) / max(1e-9, last - first)
         self.results["worker_refunds_per_s"] = rate
+        batches = worker_batches(
+            processes, [f"worker-worker-{i}" for i in range(args.drain_workers)]
+        )
+        mean_batch = total / batches if batches else float(args.batch or 500)
+        sql = await self.apply_sql_alone(total, max(1, round(mean_batch)), args.drain_workers)
+        self.results["sql_events_per_s"] = sql["events_per_s"]
+        self.results["worker_vs_sql"] = rate / sql["events_per_s"]
         say(
             f"worker: workers={args.drain_workers} events={total}"
             f" batch={args.batch or 'default'} published_in_s={published_s:.1f}"
             f" first_batch_after_s={first:.1f} drained_in_s={last - first:.2f}"
             f" refunds_per_s={rate:.0f} refunded={counts['refunds']}"
-            f" outcomes={counts['outcomes']} cpu: {meter.text(total)}"
+            f" outcomes={counts['outcomes']} mean_batch={mean_batch:.1f}"
+            f" sql_alone: lanes={args.drain_workers} batch={max(1, round(mean_batch))}"
+            f" events_per_s={sql['events_per_s']:.0f} batch_p50_ms={sql['batch_p50_ms']:.2f}"
+            f" worker_vs_sql={rate / sql['events_per_s']:.2f} cpu: {meter.text(total)}"
         )
+
+    async def apply_sql_alone(self, total: int, batch: int, lanes: int) -> dict[str, float]:
+        """The same events through the worker's transaction alone (no Kafka, no
+        decoding), in this process, on a fresh copy of the same database."""
+        url = await stack.clone_database(self.pg_url, TEMPLATE_DB, "bench_worker_sql")
+        now_ms = time.time_ns() // 1_000_000
+        reply_to = ReplyTo(topic="bench-replies", partition=0)
+        events = [
+            workload.event_for(entry, self.args.players, reply_to, now_ms)
+            for entry in self.plan.entries[:total]
+        ]
+        result = await apply_events(url, events, batch, lanes, now_ms)
+        counts = await stack.assert_conservation(url)
+        note(f"worker sql alone: ledger conserved, {counts}")
+        return result
 
     async def _publish(self, kafka: Any, entries: list[workload.Entry]) -> float:
         started = time.monotonic()
@@ -496,24 +845,40 @@ class Bench:
             await conn.close()
 
     async def burst(self) -> None:
+        result = await self._burst("burst", self.args.burst)
+        self.results["burst_in_deadline_pct"] = result["in_deadline_pct"]
+
+    async def burst_x2(self) -> None:
+        """A burst of twice what the e2e open-loop capacity answers within the deadline."""
+        rate = self.results.get("e2e_open_rps", 0.0)
+        if not rate:
+            note("burst_x2: skipped, no e2e open-loop capacity (run the e2e_open part)")
+            return
+        size = math.ceil(2 * rate * DEADLINE_MS / 1000)
+        if size > self.burst_x2_max():
+            note(f"burst_x2: {size} cancels capped at {self.burst_x2_max()} (--rate-cap)")
+            size = self.burst_x2_max()
+        result = await self._burst("burst_x2", size)
+        self.results["burst_x2_in_deadline_pct"] = result["in_deadline_pct"]
+
+    async def _burst(self, part: str, size: int) -> dict[str, Any]:
         args = self.args
-        async with self.pipeline("burst", "bench_burst") as (urls, processes, broker):
+        async with self.pipeline(part, f"bench_{part}") as (urls, processes, broker):
             meter = self.cpu_meter(processes, broker)
             spec = {
                 "mode": "burst",
                 "urls": urls,
                 "connections": args.burst_connections,
-                "burst": args.burst,
-                "bulk_items": min(args.burst_bulk, max(1, args.burst // 2)),
+                "burst": size,
+                "bulk_items": min(args.burst_bulk, max(1, size // 2)),
                 "players": args.players,
                 "deadline_ms": DEADLINE_MS,
                 "warm": BURST_WARM,
                 "timeout_s": 10.0,
             }
-            result = await self.run_load(spec, "burst", meter)
-        self.results["burst_in_deadline_pct"] = result["in_deadline_pct"]
+            result = await self.run_load(spec, part, meter)
         say(
-            f"burst: cancels={result['cancels']} bulks={result['bulks']}x{result['bulk_items']}"
+            f"{part}: cancels={result['cancels']} bulks={result['bulks']}x{result['bulk_items']}"
             f" singles={result['singles']} connections={args.burst_connections}"
             f" in_deadline={result['in_deadline']} pct={result['in_deadline_pct']:.2f}"
             f" p50_ms={result['p50_ms']:.0f} p99_ms={result['p99_ms']:.0f}"
@@ -521,7 +886,8 @@ class Bench:
             f" cpu: {meter.text(result['cancels'] + BURST_WARM)}"
         )
         for failure in result["failures"]:
-            note(f"burst failure: {failure}")
+            note(f"{part} failure: {failure}")
+        return result
 
     async def soak(self) -> None:
         args = self.args
@@ -566,18 +932,64 @@ class Bench:
         for sample in result["bad_samples"]:
             note(f"unexpected answer: {sample}")
 
-    def summary(self) -> str:
+    def summary(self) -> list[str]:
+        """`bench_closed: …` (the closed-loop figures, their ratio included), then
+        `bench: …`: the same first fields (e2e_rps, e2e_p50_ms, e2e_p99_ms and direct_rps
+        still closed-loop; ratio_e2e_direct now the open-loop capacities' ratio), then
+        the open-loop capacities and the same-run ratios."""
         r = self.results
-        ratio = r.get("e2e_rps", math.nan) / r.get("direct_rps", math.nan)
-        return (
-            f"bench: broker={self.args.broker} e2e_rps={r.get('e2e_rps', math.nan):.0f}"
-            f" e2e_p50_ms={r.get('e2e_p50_ms', math.nan):.1f}"
-            f" e2e_p99_ms={r.get('e2e_p99_ms', math.nan):.1f}"
-            f" direct_rps={r.get('direct_rps', math.nan):.0f}"
-            f" ratio_e2e_direct={ratio:.2f}"
-            f" worker_refunds_per_s={r.get('worker_refunds_per_s', math.nan):.0f}"
-            f" burst_in_deadline_pct={r.get('burst_in_deadline_pct', math.nan):.2f}"
+
+        def get(key: str) -> float:
+            return r.get(key, math.nan)
+
+        def ratio(a: str, b: str) -> float:
+            return get(a) / get(b) if get(b) else math.nan
+
+        broker = self.args.broker
+        closed = (
+            f"bench_closed: broker={broker} e2e_rps={get('e2e_rps'):.0f}"
+            f" e2e_p50_ms={get('e2e_p50_ms'):.1f} e2e_p99_ms={get('e2e_p99_ms'):.1f}"
+            f" direct_rps={get('direct_rps'):.0f}"
+            f" ratio_e2e_direct={ratio('e2e_rps', 'direct_rps'):.2f}"
         )
+        line = (
+            f"bench: broker={broker} e2e_rps={get('e2e_rps'):.0f}"
+            f" e2e_p50_ms={get('e2e_p50_ms'):.1f}"
+            f" e2e_p99_ms={get('e2e_p99_ms'):.1f}"
+            f" direct_rps={get('direct_rps'):.0f}"
+            f" ratio_e2e_direct={ratio('e2e_open_rps', 'direct_open_rps'):.2f}"
+            f" worker_refunds_per_s={get('worker_refunds_per_s'):.0f}"
+            f" burst_in_deadline_pct={get('burst_in_deadline_pct'):.2f}"
+            f" e2e_open_rps={get('e2e_open_rps'):.0f}"
+            f" e2e_open_p50_ms={get('e2e_open_p50_ms'):.1f}"
+            f" e2e_open_p99_ms={get('e2e_open_p99_ms'):.1f}"
+            f" direct_open_rps={get('direct_open_rps'):.0f}"
+            f" direct_open_p99_ms={get('direct_open_p99_ms'):.1f}"
+            f" worker_vs_sql={get('worker_vs_sql'):.2f}"
+            f" ingress_vs_floor={ratio('ingress_stub_rps', 'floor_rps'):.2f}"
+            f" burst_x2_in_deadline_pct={get('burst_x2_in_deadline_pct'):.2f}"
+        )
+        return [closed, line]
+
+    def write_results(self, lines: list[str]) -> Path:
+        """The results as JSON and the PNG, in the work directory and at `--plot`
+        (default .refund-dev/bench/bench-<broker>-<time>.png, the JSON beside it)."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        document = {
+            "broker": self.args.broker,
+            "started": stamp,
+            "arguments": {k: str(v) for k, v in vars(self.args).items()},
+            "results": self.results,
+            "open_loop": self.searches,
+            "lines": lines,
+        }
+        target = self.args.plot or PLOTS_DIR / f"bench-{self.args.broker}-{stamp}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for png in (self.work_dir / "bench.png", target):
+            json_path = png.with_suffix(".json")
+            json_path.write_text(json.dumps(document, indent=1))
+            plot.plot([json_path], png)
+        return target
 
 
 def rss_growth(points: list[tuple[float, int]], warm_s: float) -> float:
@@ -603,23 +1015,65 @@ def work_directory(keep: bool) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-async def main_async(args: argparse.Namespace) -> str:
-    with work_directory(args.keep) as work_dir, devstack.postgres(work_dir / "pg") as pg_url:
+async def wait_for_line(processes: Processes, name: str, text: str) -> None:
+    """Until the process's log holds `text` (bounded)."""
+    deadline = time.monotonic() + STUB_READY_TIMEOUT_S
+    while True:
+        processes.check_alive()
+        path = processes.log_of(name)
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: no {text!r} in {STUB_READY_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+def worker_batches(processes: Processes, names: list[str]) -> int:
+    """Batches the workers applied, from their `worker_stopped` lines (0 if unknown)."""
+    total = 0
+    for name in names:
+        path = processes.log_of(name)
+        text = path.read_text(errors="replace") if path.exists() else ""
+        for line in text.splitlines():
+            if '"worker_stopped"' in line:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    total += int(json.loads(line)["batches_applied"])
+    return total
+
+
+async def main_async(args: argparse.Namespace) -> list[str]:
+    with (
+        work_directory(args.keep) as work_dir,
+        devstack.postgres(work_dir / "pg") as pg_url,
+        contextlib.ExitStack() as brokers,
+    ):
         bench = Bench(args, work_dir, pg_url)
+        if args.shared_broker:
+            bench.shared_broker = brokers.enter_context(
+                stack.broker(args.broker, work_dir, "shared", args.fetch_max_wait_ms)
+            )
         await bench.prepare()
         for part in args.parts:
             await getattr(bench, part)()
         if args.soak_minutes > 0:
             await bench.soak()
-        return bench.summary()
+        lines = bench.summary()
+        target = bench.write_results(lines)
+        print(
+            f"bench: plot {target} (results {target.with_suffix('.json')})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    summary = asyncio.run(main_async(args))
+    lines = asyncio.run(main_async(args))
     note(f"benchmark took {time.monotonic() - started:.0f} s")
-    say(summary)
+    for line in lines:
+        say(line)
     return 0
 
 
