@@ -62,12 +62,19 @@ class RequestReplyClient:
         self.counters = counters or BusCounters()
 
     async def start(self) -> None:
-        await self._producer.start()
-        await self._consumer.start()
-        tp = TopicPartition(self.reply_to.topic, self.reply_to.partition)
-        self._consumer.assign([tp])
-        await self._consumer.seek_to_end(tp)
-        await self._consumer.position(tp)  # positioned before the first request
+        """Start both clients and position the reply reader; on any failure, both
+        clients are stopped again before the error goes up (no client left open)."""
+        try:
+            await self._producer.start()
+            await self._consumer.start()
+            tp = TopicPartition(self.reply_to.topic, self.reply_to.partition)
+            self._consumer.assign([tp])
+            await self._consumer.seek_to_end(tp)
+            await self._consumer.position(tp)  # positioned before the first request
+        except BaseException:
+            await self._consumer.stop()
+            await self._producer.stop()
+            raise
         self._reader = asyncio.create_task(self._read_replies(), name="reply-reader")
 
     async def stop(self) -> None:

@@ -309,7 +309,7 @@ async def test_poison_matrix_is_dead_lettered_and_the_partition_moves_on(  # typ
     }
     source = f"{kafka.topics.requests}:{partition}"
     letters: dict[str, list[str]] = {}
-    for letter in await list_dead_letters(kafka, env["DATABASE_URL"]):
+    for letter in await list_dead_letters(kafka, config.database_settings(env)):
         letters.setdefault(letter["source"], []).append(letter["reason"])
     stored = dict(await db.fetch("SELECT cancel_id, outcome->>'outcome' FROM cancel_outcomes"))
     handled: dict[str, str] = {}
@@ -371,7 +371,7 @@ async def test_a_database_refusal_dead_letters_only_its_event(env, kafka, db) ->
     assert marker.outcome is Outcome.BET_UNKNOWN
     assert await db.fetchval("SELECT count(*) FROM ledger_entries WHERE kind = 'refund'") == 40
     assert await db.fetchval("SELECT state FROM bets WHERE tx = 'bet-refused'") == "open"
-    [letter] = await list_dead_letters(kafka, env["DATABASE_URL"])
+    [letter] = await list_dead_letters(kafka, config.database_settings(env))
     assert letter["source"] == f"{kafka.topics.requests}:{23 % 4}:{23 // 4}"
     assert letter["reason"].startswith("database: SQLSTATE 22P05: ")
     offsets = dict(await db.fetch("SELECT partition, next_offset FROM consumer_offsets"))
@@ -601,7 +601,7 @@ async def test_a_record_too_large_for_the_dead_letter_topic_does_not_stop_the_pa
     async with reply_client(kafka) as client, refund_worker(env, batch_records_max=500):
         after = await request_one(client, cancel_event(client, cancel_id="c-1", bet_tx="bet-1"))
     assert after.outcome is Outcome.REFUNDED
-    [large] = await list_dead_letters(kafka, env["DATABASE_URL"])
+    [large] = await list_dead_letters(kafka, config.database_settings(env))
     assert large["source"].endswith(":0")
     assert large["reason"].startswith("undecodable: ")
     assert "not copied" in large["reason"]
