@@ -948,9 +948,9 @@ def test_k8s_placeholder_secrets_hold_no_values_and_the_naga_key_is_mounted() ->
 PROMETHEUS = DEPLOY / "prometheus"
 
 
-def kustomization(directory: Path) -> dict[str, Any]:
+def kustomization(directory: Path, kind: str = "Kustomization") -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    assert document["kind"] == "Kustomization", directory
+    assert document["kind"] == kind, directory
     return document
 
 
@@ -972,8 +972,9 @@ def test_keda_scales_the_workers_on_lag_in_place_of_the_cpu_hpa() -> None:
     from tests.observability import metric_names
     from tests.unit.test_alert_rules import exported_names
 
-    overlay = kustomization(K8S / "keda")
-    assert overlay["resources"] == ["..", "scaledobject.yaml"]
+    overlay = kustomization(K8S / "keda", "Component")
+    assert overlay["resources"] == ["scaledobject.yaml"]
+    assert "# components:\n#   - keda\n" in (K8S / "kustomization.yaml").read_text()
     (patch,) = overlay["patches"]
     assert patch["target"]["kind"] == "HorizontalPodAutoscaler"
     assert patch["target"]["name"] == "refund-worker", "KEDA owns the workers' HPA"
@@ -997,6 +998,48 @@ def test_keda_scales_the_workers_on_lag_in_place_of_the_cpu_hpa() -> None:
     query = triggers["prometheus"]["metadata"]["query"]
     assert metric_names(query) == {"refund_worker_consumer_lag"}
     assert metric_names(query) <= exported_names()
+
+
+def test_kubectl_kustomize_renders_the_base_with_and_without_keda(tmp_path: Path) -> None:
+    import shutil
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: the structure is checked above, not the rendering")
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    for keda in (False, True):
+        if keda:
+            text = (copy / "kustomization.yaml").read_text()
+            text = text.replace("# components:\n#   - keda\n", "components:\n  - keda\n")
+            (copy / "kustomization.yaml").write_text(text)
+        rendered = subprocess.run(
+            [kubectl, "kustomize", str(copy)], capture_output=True, text=True, timeout=60
+        )
+        assert rendered.returncode == 0, rendered.stderr
+        documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+        kinds = [(d["kind"], d["metadata"]["name"]) for d in documents]
+        hpas = sorted(name for kind, name in kinds if kind == "HorizontalPodAutoscaler")
+        scaled = [name for kind, name in kinds if kind == "ScaledObject"]
+        if keda:
+            assert (hpas, scaled) == (["refund-ingress"], ["refund-worker"])
+        else:
+            assert (hpas, scaled) == (["refund-ingress", "refund-worker"], [])
+        images = {
+            c["image"]
+            for d in documents
+            if d["kind"] in ("Deployment", "Job")
+            for c in [
+                *d["spec"]["template"]["spec"]["containers"],
+                *(d["spec"]["template"]["spec"].get("initContainers") or []),
+            ]
+        }
+        (image,) = kustomization(K8S)["images"]
+        assert images == {f"{image['newName']}:{image['newTag']}"}
+    monitoring = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "monitoring")], capture_output=True, text=True, timeout=60
+    )
+    assert monitoring.returncode == 0, monitoring.stderr
 
 
 def test_k8s_prometheusrule_is_the_rules_file() -> None:
