@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(BIN)/refundctl dev
 
 test: lint
+	deploy/prometheus/ensure-promtool.sh
 	$(BIN)/pytest
 
 # The broker of the fault runs and the benchmark: Apache Kafka (kafka) or Tansu (tansu).

@@ -145,6 +145,7 @@ class IngressMetrics:
         )
         # Every label at 0 from the start: an alert's increase() sees the first one.
         for provider in Provider:
+            self.request_errors.labels(provider.value)
             for result in RESULTS:
                 self.requests.labels(provider.value, result)
             for outcome in (*(o.value for o in Outcome), NO_OUTCOME):

@@ -5,8 +5,8 @@ One image runs every `refundctl` command, so the check follows the command the
 container runs (read from /proc/1/cmdline):
 
 - `refundctl ingress`: GET /healthz on HTTP_PORT (default 8080);
-- `refundctl worker`: GET /metrics on WORKER_METRICS_PORT (default 9100; 0 = not
-  served, nothing to check);
+- `refundctl worker`: GET /healthz on WORKER_METRICS_PORT (default 9100; 0 = not
+  served, nothing to check): its loop turned within WORKER_HEARTBEAT_STALE_MS;
 - anything else (the one-shot `migrate` and `topics create` jobs): healthy.
 
 Kubernetes ignores HEALTHCHECK and uses the probes in deploy/k8s/.
@@ -35,7 +35,7 @@ def url_for(command: str | None, env: Mapping[str, str]) -> str | None:
         return f"http://127.0.0.1:{env.get('HTTP_PORT') or 8080}/healthz"
     if command == "worker":
         port = env.get("WORKER_METRICS_PORT") or "9100"
-        return None if port == "0" else f"http://127.0.0.1:{port}/metrics"
+        return None if port == "0" else f"http://127.0.0.1:{port}/healthz"
     return None
 
 

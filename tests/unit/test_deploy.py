@@ -42,9 +42,14 @@ METRICS_PORT_DEFAULT = 9100  # config.worker_settings (WORKER_METRICS_PORT)
 SERVICE_FRONT_PORT = 80  # the ingress Service's port (-> 8080)
 KAFKA_PORT = 9092
 POSTGRES_PORT = 5432
+PROMETHEUS_PORT = 9090
 # The infrastructure's own ports, by image: Kafka's client and KRaft controller
 # listeners, PostgreSQL.
-INFRA_PORTS = {"apache/kafka": {KAFKA_PORT, 9093}, "postgres": {POSTGRES_PORT}}
+INFRA_PORTS = {
+    "apache/kafka": {KAFKA_PORT, 9093},
+    "postgres": {POSTGRES_PORT},
+    "prom/prometheus": {PROMETHEUS_PORT},
+}
 # The processes that serve: no other refundctl command belongs in a deployment
 # (`dev` needs the dev-stack wheels, which the image leaves out).
 PRODUCTION_COMMANDS = {"ingress", "worker", "migrate", "topics"}
@@ -389,7 +394,7 @@ def test_the_healthcheck_follows_the_container_command() -> None:
     assert health.command_of(["python"]) is None
     assert health.url_for("ingress", {}) == "http://127.0.0.1:8080/healthz"
     assert health.url_for("ingress", {"HTTP_PORT": "8081"}) == "http://127.0.0.1:8081/healthz"
-    assert health.url_for("worker", {}) == "http://127.0.0.1:9100/metrics"
+    assert health.url_for("worker", {}) == "http://127.0.0.1:9100/healthz"
     assert health.url_for("worker", {"WORKER_METRICS_PORT": "0"}) is None
     assert health.url_for("migrate", {}) is None
 
@@ -788,7 +793,7 @@ def test_k8s_ingress_service_maps_80_to_the_http_port() -> None:
 
 @pytest.mark.parametrize(
     ("name", "replicas_min", "liveness", "readiness"),
-    [("refund-ingress", 2, "/healthz", "/readyz"), ("refund-worker", 3, "/metrics", None)],
+    [("refund-ingress", 2, "/healthz", "/readyz"), ("refund-worker", 3, "/healthz", "/readyz")],
 )
 def test_k8s_deployments_have_probes_resources_and_run_as_non_root(
     name: str, replicas_min: int, liveness: str, readiness: str | None
@@ -938,7 +943,157 @@ def test_k8s_placeholder_secrets_hold_no_values_and_the_naga_key_is_mounted() ->
             assert Path(path).parent != Path("k8s"), f"{path}: a placeholder Secret at the top"
 
 
+# ---------------------------------------------------------------- kustomize, KEDA, monitoring
+
+PROMETHEUS = DEPLOY / "prometheus"
+
+
+def kustomization(directory: Path, kind: str = "Kustomization") -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    assert document["kind"] == kind, directory
+    return document
+
+
+def test_k8s_kustomization_applies_every_manifest_and_names_the_image_once() -> None:
+    base = kustomization(K8S)
+    manifests = sorted(p.name for p in K8S.glob("*.y*ml") if p.name != "kustomization.yaml")
+    assert base["resources"] == manifests, "every top-level manifest, in order"
+    (image,) = base["images"]
+    assert image["newName"]
+    assert image.get("newTag") or image.get("digest"), "a tag or, better, a digest"
+    images = {c["image"] for w in workloads() for c in containers(w)}
+    assert images == {image["name"]}, f"workloads name {images}; the kustomization sets it"
+    for path in K8S.rglob("*.y*ml"):
+        if path.name != "kustomization.yaml":
+            assert image["newName"] not in path.read_text(), f"{path}: the image named again"
+
+
+def test_keda_scales_the_workers_on_lag_in_place_of_the_cpu_hpa() -> None:
+    from tests.observability import metric_names
+    from tests.unit.test_alert_rules import exported_names
+
+    overlay = kustomization(K8S / "keda", "Component")
+    assert overlay["resources"] == ["scaledobject.yaml"]
+    assert "# components:\n#   - keda\n" in (K8S / "kustomization.yaml").read_text()
+    (patch,) = overlay["patches"]
+    assert patch["target"]["kind"] == "HorizontalPodAutoscaler"
+    assert patch["target"]["name"] == "refund-worker", "KEDA owns the workers' HPA"
+    assert "$patch: delete" in patch["patch"]
+    (scaled,) = of_kind("ScaledObject")
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "refund-worker",
+    }
+    (cpu_hpa,) = [
+        h for h in of_kind("HorizontalPodAutoscaler") if h["metadata"]["name"] == "refund-worker"
+    ]
+    partitions = int(configmap_data("refund-config")["KAFKA_REQUEST_PARTITIONS"])
+    assert spec["minReplicaCount"] == cpu_hpa["spec"]["minReplicas"]
+    assert spec["maxReplicaCount"] <= partitions, "workers beyond the partitions sit idle"
+    assert spec["fallback"]["replicas"] <= spec["maxReplicaCount"]
+    triggers = {t["type"]: t for t in spec["triggers"]}
+    assert set(triggers) == {"prometheus", "cpu"}, "lag, with CPU as the second signal"
+    query = triggers["prometheus"]["metadata"]["query"]
+    assert metric_names(query) == {"refund_worker_consumer_lag"}
+    assert metric_names(query) <= exported_names()
+
+
+def test_kubectl_kustomize_renders_the_base_with_and_without_keda(tmp_path: Path) -> None:
+    import shutil
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: the structure is checked above, not the rendering")
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    for keda in (False, True):
+        if keda:
+            text = (copy / "kustomization.yaml").read_text()
+            text = text.replace("# components:\n#   - keda\n", "components:\n  - keda\n")
+            (copy / "kustomization.yaml").write_text(text)
+        rendered = subprocess.run(
+            [kubectl, "kustomize", str(copy)], capture_output=True, text=True, timeout=60
+        )
+        assert rendered.returncode == 0, rendered.stderr
+        documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+        kinds = [(d["kind"], d["metadata"]["name"]) for d in documents]
+        hpas = sorted(name for kind, name in kinds if kind == "HorizontalPodAutoscaler")
+        scaled = [name for kind, name in kinds if kind == "ScaledObject"]
+        if keda:
+            assert (hpas, scaled) == (["refund-ingress"], ["refund-worker"])
+        else:
+            assert (hpas, scaled) == (["refund-ingress", "refund-worker"], [])
+        images = {
+            c["image"]
+            for d in documents
+            if d["kind"] in ("Deployment", "Job")
+            for c in [
+                *d["spec"]["template"]["spec"]["containers"],
+                *(d["spec"]["template"]["spec"].get("initContainers") or []),
+            ]
+        }
+        (image,) = kustomization(K8S)["images"]
+        assert images == {f"{image['newName']}:{image['newTag']}"}
+    monitoring = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "monitoring")], capture_output=True, text=True, timeout=60
+    )
+    assert monitoring.returncode == 0, monitoring.stderr
+
+
+def test_k8s_prometheusrule_is_the_rules_file() -> None:
+    (rule,) = of_kind("PrometheusRule")
+    rules = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())
+    assert rule["spec"]["groups"] == rules["groups"], (
+        "deploy/k8s/monitoring/prometheusrule.yaml: copy the groups of "
+        "deploy/prometheus/rules.yml under spec"
+    )
+    assert kustomization(K8S / "monitoring")["resources"] == [
+        "prometheusrule.yaml",
+        "servicemonitors.yaml",
+    ]
+
+
+def test_k8s_servicemonitors_select_the_metrics_services() -> None:
+    monitors = of_kind("ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} == {"refund-ingress", "refund-worker"}
+    for monitor in monitors:
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (service,) = [
+            s for s in of_kind("Service") if selector.items() <= s["metadata"]["labels"].items()
+        ]
+        ports = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+        assert all(e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
+
+
+def test_compose_prometheus_evaluates_the_rules_and_scrapes_every_process() -> None:
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"] if ":" in v}
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    (rule_file,) = config["rule_files"]
+    assert mounts[rule_file] == "./prometheus/rules.yml"
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus/prometheus.yml"
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    ingress_targets = set(jobs["refund-ingress"]["static_configs"][0]["targets"])
+    expected = set()
+    for name, service in ours():
+        environment, from_files = compose_env(service)
+        env = {**from_files, **environment}
+        if compose_command(service)[0] == "ingress":
+            expected.add(f"{name}:{int(env.get('HTTP_PORT') or HTTP_PORT_DEFAULT)}")
+        elif compose_command(service)[0] == "worker":
+            (dns,) = jobs["refund-worker"]["dns_sd_configs"]
+            assert dns["names"] == [name]
+            assert dns["port"] == int(env.get("WORKER_METRICS_PORT") or METRICS_PORT_DEFAULT)
+    assert ingress_targets == expected
+    tests = yaml.safe_load((PROMETHEUS / "rules_test.yml").read_text())
+    assert tests["rule_files"] == ["rules.yml"], "promtool tests (test_alert_rules.py)"
+
+
 def test_every_yaml_file_under_deploy_is_checked_here() -> None:
-    checked = {COMPOSE, *K8S.rglob("*.y*ml")}
+    checked = {COMPOSE, *K8S.rglob("*.y*ml"), *PROMETHEUS.glob("*.yml")}
     unchecked = sorted(str(p.relative_to(DEPLOY)) for p in set(DEPLOY.rglob("*.y*ml")) - checked)
     assert not unchecked, f"deploy files no test reads: {unchecked} (extend this module)"
