@@ -27,6 +27,7 @@ NOT_FOUND = HttpResponse(404, b"Not Found", {"content-type": "text/plain; charse
 # The request line names the provider's cancel ids, bounded: at most this many, each cut
 # to this many characters (cancel_ids_count says how many there were).
 CANCEL_IDS_LOGGED_MAX = 10
+READYZ_CHECK_TIMEOUT_S = 1.0  # each of /readyz's checks (broker, database)
 CANCEL_ID_CHARS_LOGGED = 64
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -252,20 +253,35 @@ class Ingress:
         return _json({"status": "ok"})
 
     async def readyz(self, _: HttpRequest) -> HttpResponse:
-        """Ready unless taking this pod out of rotation fixes something: it has started
-        (reply partition held, Kafka clients up), reads its replies, and holds its lease.
-        Not the database (the ingress answers without it: a blip must not take every
-        pod out at once) nor the broker's reachability (shared by every pod: the
-        providers get the protocol's retry answer rather than the gateway's error);
-        `broker` says it, for the operator. deploy/README.md, "Probes"."""
+        """The spec's readiness: the broker and the database are reachable, and this
+        instance reads its replies and holds its reply-partition lease. Each check is
+        bounded (`READYZ_CHECK_TIMEOUT_S`). Kubernetes acts on it only after several
+        failures in a row (deploy/README.md, "Probes"), so a blip of a dependency every
+        pod shares does not take every pod out of rotation at once."""
         reading = self.client is not None and self.client.reading()
-        broker = reading and self.client is not None and await self.client.ready()
-        ready = reading and not self.lease_lost
+        broker = False
+        if reading and self.client is not None:
+            with contextlib.suppress(TimeoutError):
+                broker = await asyncio.wait_for(self.client.ready(), READYZ_CHECK_TIMEOUT_S)
+        database = await self._database_reachable()
+        ready = reading and not self.lease_lost and broker and database
         if not reading:
             state = "not_reading_replies"
+        elif self.lease_lost:
+            state = "reply_partition_lost"
         else:
-            state = "reply_partition_lost" if self.lease_lost else "ready"
-        return _json({"status": state, "broker": broker}, 200 if ready else 503)
+            state = "ready" if ready else "not_ready"
+        body = {"status": state, "broker": broker, "database": database}
+        return _json(body, 200 if ready else 503)
+
+    async def _database_reachable(self) -> bool:
+        if self._db is None:
+            return False
+        try:
+            answer = await asyncio.wait_for(self._db.fetchval("SELECT 1"), READYZ_CHECK_TIMEOUT_S)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return bool(answer == 1)
 
     async def metrics_endpoint(self, _: HttpRequest) -> HttpResponse:
         return HttpResponse(200, self.metrics.render(), {"content-type": METRICS_CONTENT_TYPE})
