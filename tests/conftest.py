@@ -6,12 +6,14 @@ and consumer group (a unique prefix), so tests cannot see each other's data.
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 
 from refundctl import config, devstack
 from refundctl.topics import create_topics
@@ -20,6 +22,21 @@ from tests.infra import Infra, describe_choice, start_infra, with_database
 from worker.migrate import migrate
 
 TEMPLATE_DB = "refund_test_template"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that runs `refundctl`'s main() in-process configures structlog and the
+    root logger with the stderr pytest captured for that test, closed after it: later
+    tests' log lines would then fail (a worker dies on its first log line). Each test
+    gets back the logging it started with."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def pytest_report_header() -> str:

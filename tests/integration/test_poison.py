@@ -248,6 +248,8 @@ async def refund_worker(env: dict[str, str], batch_records_max: int) -> AsyncIte
         joined = asyncio.create_task(worker.assigned.wait())
         await asyncio.wait({joined, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
         joined.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise AssertionError("the worker stopped before it joined") from task.exception()
         assert worker.assigned.is_set(), "worker got no partitions in time"
         yield worker
     finally:
