@@ -11,13 +11,14 @@ client libraries' own log records (aiokafka's group joins, say) come out as JSON
 through the same redaction, from `library_level` up.
 """
 
+import io
 import logging
 import os
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -67,6 +68,18 @@ def make_redactor(secret_values: Iterable[str]) -> Processor:
 def default_instance() -> str:
     """This process, as its log lines name it: `<host name>:<pid>`."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class CurrentStderr(io.TextIOBase):
+    """Whatever `sys.stderr` is when a line is written, not when logging was configured:
+    loggers are cached on first use, and a test harness (or anything else) may swap
+    stderr afterwards; a cached logger must not keep writing to a closed stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class NamedPrintLogger(structlog.PrintLogger):
@@ -128,10 +141,10 @@ def configure(
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=named_print_logger_factory(sys.stderr),
+        logger_factory=named_print_logger_factory(cast(TextIO, CurrentStderr())),
         cache_logger_on_first_use=True,
     )
-    handler = LibraryLogHandler(sys.stderr)
+    handler = LibraryLogHandler(CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
