@@ -41,6 +41,7 @@ HTTP_PORT_DEFAULT = 8080  # config.ingress_settings
 METRICS_PORT_DEFAULT = 9100  # config.worker_settings (WORKER_METRICS_PORT)
 SERVICE_FRONT_PORT = 80  # the ingress Service's port (-> 8080)
 KAFKA_PORT = 9092
+KAFKA_TLS_PORT = 9093  # Strimzi's `tls` listener (SSL / SASL_SSL)
 POSTGRES_PORT = 5432
 PROMETHEUS_PORT = 9090
 # The infrastructure's own ports, by image: Kafka's client and KRaft controller
@@ -67,6 +68,8 @@ RUNTIME_VARIABLES = {
 TEST_ONLY_VARIABLES = re.compile(r"WORKER_FAULT_\w+")
 # Stand-ins for the secrets when the composed settings are run through refundctl.config.
 FAKE_SECRET = "test-placeholder"
+# The commands that connect to Kafka (the migrator does not: it gets no Kafka setting).
+KAFKA_COMMANDS = {"ingress", "worker", "topics"}
 REPLY_DEADLINE_MS_DEFAULT = 3500
 # What a database Secret holds (placeholders/credentials.yaml): TLS with verification.
 SECRET_DATABASE_URL = "postgresql://refund_worker_app:x@db:5432/refund?sslmode=verify-full"
@@ -137,10 +140,13 @@ def allowed_ports(env: Mapping[str, str]) -> set[int]:
 
 
 def check_endpoints(where: str, env: Mapping[str, str]) -> None:
-    """The broker and database addresses name the infrastructure's own ports."""
+    """The broker and database addresses name the infrastructure's own ports: Kafka's
+    plain listener (9092), or its TLS listener (9093) when the protocol is TLS."""
+    protocol = env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    kafka_port = KAFKA_TLS_PORT if protocol in ("SSL", "SASL_SSL") else KAFKA_PORT
     for server in filter(None, env.get("KAFKA_BOOTSTRAP_SERVERS", "").split(",")):
         port = int(server.rsplit(":", 1)[1]) if ":" in server else KAFKA_PORT
-        assert port == KAFKA_PORT, f"{where}: KAFKA_BOOTSTRAP_SERVERS port {port}"
+        assert port == kafka_port, f"{where}: KAFKA_BOOTSTRAP_SERVERS port {port} ({protocol})"
     database_url = env.get("DATABASE_URL", FAKE_SECRET)
     if database_url != FAKE_SECRET:  # from a Secret: not in the repository
         match = re.search(r"@[^/:]+(?::(\d+))?/", database_url)
@@ -149,9 +155,23 @@ def check_endpoints(where: str, env: Mapping[str, str]) -> None:
         assert port == POSTGRES_PORT, f"{where}: DATABASE_URL port {port}"
 
 
-def check_settings(where: str, command: str, env: Mapping[str, str], key_file: Path) -> None:
-    """Run the environment through refundctl.config as the process would at start."""
+def with_fake_kafka_files(env: Mapping[str, str], directory: Path) -> dict[str, str]:
+    """`env` with its Kafka files (mounted Secrets in a pod) replaced by files that
+    exist here: a password file, and a CA bundle that loads (certifi's)."""
     env = dict(env)
+    if env.get("KAFKA_SASL_PASSWORD_FILE"):
+        password = directory / "kafka-password"
+        password.write_text("fake-kafka-password\n")
+        env["KAFKA_SASL_PASSWORD_FILE"] = str(password)
+    if env.get("KAFKA_SSL_CAFILE"):
+        env["KAFKA_SSL_CAFILE"] = certifi.where()
+    return env
+
+
+def check_settings(where: str, command: str, env: Mapping[str, str], key_file: Path) -> None:
+    """Run the environment through refundctl.config as the process would at start (the
+    mounted files replaced by stand-ins)."""
+    env = with_fake_kafka_files(env, key_file.parent)
     for name in config.SECRET_VARIABLES:
         env.setdefault(name, FAKE_SECRET)
     env.setdefault("DATABASE_URL", "postgresql://refund:x@db:5432/refund")
@@ -161,7 +181,8 @@ def check_settings(where: str, command: str, env: Mapping[str, str], key_file: P
         env["DATABASE_SSL_ROOTCERT"] = certifi.where()
     env["NAGA_PUBLIC_KEY_FILE"] = str(key_file)
     try:
-        config.kafka_settings(env)
+        if command in KAFKA_COMMANDS:
+            config.kafka_settings(env, role=command)
         if command == "ingress":
             config.ingress_settings(env)
         elif command == "worker":
