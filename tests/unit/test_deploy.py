@@ -3,7 +3,11 @@
 Every environment variable they set is one `refundctl` reads, every container command
 is a `refundctl` command its parser accepts, every port is one the processes listen on
 (or the broker's and the database's own), the Kafka topics are the code's topics, and
-the settings they compose are accepted by `refundctl.config` as they are.
+the settings they compose are accepted by `refundctl.config` as they are. In
+Kubernetes every Kafka client connects with SASL_SSL as a KafkaUser of its own (its
+password and the cluster CA mounted as files), the ACLs let only the ingress (and the
+operator's dlq redrive) write the request topic, and NetworkPolicies admit only the
+gateway and Prometheus; compose stays PLAINTEXT inside its own network.
 """
 
 import argparse
@@ -964,6 +968,372 @@ def test_k8s_placeholder_secrets_hold_no_values_and_the_naga_key_is_mounted() ->
             assert Path(path).parent != Path("k8s"), f"{path}: a placeholder Secret at the top"
 
 
+# ---------------------------------------------------------------- Kafka security, NetworkPolicies
+
+# The environment variables that name a file (a mounted Secret in a pod), as the code
+# reads them.
+FILE_VARIABLE = re.compile(r"\w*(FILE|ROOTCERT|SSLCERT|SSLKEY)")
+FILE_VARIABLES = frozenset(filter(FILE_VARIABLE.fullmatch, CODE_VARIABLES))
+# What each command does on Kafka (the code: adapters/bus.py, worker/consumer.py,
+# refundctl/topics.py), as (resource type, which, operation): its KafkaUser must allow
+# it. "requests", "replies", "dead_letters" are the code's topics; "group" the
+# ConfigMap's KAFKA_CONSUMER_GROUP.
+KAFKA_NEEDS = {
+    "ingress": {("topic", "requests", "Write"), ("topic", "replies", "Read")},
+    "worker": {
+        ("topic", "requests", "Read"),
+        ("group", "group", "Read"),
+        ("topic", "replies", "Write"),
+        ("topic", "dead_letters", "Write"),
+    },
+    "topics": {
+        ("topic", "requests", "Create"),
+        ("topic", "replies", "Create"),
+        ("topic", "dead_letters", "Create"),
+    },
+}
+# The operator's user (people running `refundctl dlq redrive`, `replay`, `status`):
+# used by no workload; the one writer of the request topic besides the ingress.
+OPERATOR_USER = "refund-operator"
+# Kafka's implications: Read, Write, Delete and Alter imply Describe.
+# Prometheus's namespace: the placeholder of k8s/60-network-policies.yaml (change both).
+MONITORING_NAMESPACE = "monitoring"
+IMPLIES_DESCRIBE = {"Read", "Write", "Delete", "Alter"}
+
+
+def test_file_variables_are_collected_from_the_code() -> None:
+    assert {
+        "KAFKA_SASL_PASSWORD_FILE",
+        "KAFKA_SSL_CAFILE",
+        "KAFKA_SSL_CERTFILE",
+        "KAFKA_SSL_KEYFILE",
+        "DATABASE_SSL_ROOTCERT",
+        "NAGA_PUBLIC_KEY_FILE",
+    } <= FILE_VARIABLES
+    assert "KAFKA_SASL_PASSWORD" not in FILE_VARIABLES
+
+
+def kafka_users() -> dict[str, dict[str, Any]]:
+    return {user["metadata"]["name"]: user for user in of_kind("KafkaUser")}
+
+
+def kafka_grants(user: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """(resource type, resource name, operation) of a KafkaUser, Describe implied as
+    Kafka implies it."""
+    grants = set()
+    for acl in user["spec"]["authorization"]["acls"]:
+        resource = acl["resource"]
+        operations = [
+            *(acl.get("operations") or []),
+            *([acl["operation"]] if "operation" in acl else []),
+        ]
+        for operation in operations:
+            grants.add((resource["type"], resource.get("name", ""), operation))
+            if operation in IMPLIES_DESCRIBE:
+                grants.add((resource["type"], resource.get("name", ""), "Describe"))
+    return grants
+
+
+def code_names() -> dict[str, str]:
+    """ "requests"/"replies"/"dead_letters"/"group" -> the names the deployment uses."""
+    data = configmap_data("refund-config")
+    wanted = Topics.with_prefix(data.get("KAFKA_TOPIC_PREFIX", "refund."))
+    return {
+        "requests": wanted.requests,
+        "replies": wanted.replies,
+        "dead_letters": wanted.dead_letters,
+        "group": data.get("KAFKA_CONSUMER_GROUP", "refund-worker"),
+    }
+
+
+def mounted_file(
+    where: str, workload: Mapping[str, Any], container: Mapping[str, Any], path: str
+) -> tuple[str, str]:
+    """(Secret name, key) of the file at `path` in `container`: it must be in a mounted
+    volume from a Secret that has that key."""
+    mounts = [
+        m
+        for m in container.get("volumeMounts") or []
+        if path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert len(mounts) == 1, f"{where}: {path} is not in (exactly) one mounted volume"
+    (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == mounts[0]["name"]]
+    assert "secret" in volume, f"{where}: {path} comes from a Secret (volume {volume['name']})"
+    source = volume["secret"]
+    name = path.removeprefix(mounts[0]["mountPath"].rstrip("/") + "/")
+    items = {item["path"]: item["key"] for item in source.get("items") or []}
+    if source.get("items"):
+        assert name in items, f"{where}: {path}: the volume's items do not hold {name}"
+    return source["secretName"], items.get(name, name)
+
+
+def command_reads(command: str, variable: str) -> bool:
+    """Whether `refundctl <command>` reads this variable: `topics create` reads only the
+    Kafka settings (it gets the shared ConfigMap's database ones too, unused)."""
+    return variable.startswith("KAFKA_") if command == "topics" else True
+
+
+def test_k8s_every_file_an_env_var_names_is_mounted_from_a_secret_that_has_it() -> None:
+    """Each file a variable points at (KAFKA_SASL_PASSWORD_FILE, KAFKA_SSL_CAFILE,
+    DATABASE_SSL_ROOTCERT, NAGA_PUBLIC_KEY_FILE, …) is mounted in each container whose
+    command reads it, from a Secret with that key: a placeholder Secret, or the Secret
+    Strimzi makes for a KafkaUser (named like the user, key `password`)."""
+    users = kafka_users()
+    seen = set()
+    for workload in workloads():
+        for container in containers(workload):
+            where = f"{workload['kind']} {workload['metadata']['name']}/{container['name']}"
+            command = container_argv(container)[0]
+            for variable, path in container_env(container).items():
+                if variable not in FILE_VARIABLES or path == "system":
+                    continue
+                if not command_reads(command, variable):
+                    continue
+                assert path.startswith("/"), f"{where}: {variable}={path}: an absolute path"
+                secret, key = mounted_file(f"{where} {variable}", workload, container, path)
+                if secret in users:
+                    assert key == "password", f"{where}: {variable}: Strimzi's key is `password`"
+                else:
+                    assert key in secret_keys(secret), f"{where}: Secret {secret} has no {key}"
+                seen.add(variable)
+    assert {"KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE", "DATABASE_SSL_ROOTCERT"} <= seen
+
+
+def test_k8s_kafka_clients_use_sasl_ssl_each_as_its_own_kafka_user(key_file: Path) -> None:
+    """Every container that uses Kafka connects with SASL_SSL and SCRAM-SHA-512 to
+    Strimzi's TLS bootstrap, as a KafkaUser of its own, with that user's password (the
+    Secret named like the user) and the cluster's CA, both mounted; refundctl.config
+    accepts the settings and reads them as such. The migrator gets no Kafka setting."""
+    users = kafka_users()
+    topic_namespaces = {t["metadata"]["namespace"] for t in of_kind("KafkaTopic")}
+    clusters = {t["metadata"]["labels"]["strimzi.io/cluster"] for t in of_kind("KafkaTopic")}
+    (namespace,) = topic_namespaces
+    (cluster,) = clusters
+    by_command: dict[str, set[str]] = {}
+    for workload in workloads():
+        for container in containers(workload):
+            where = f"{workload['kind']} {workload['metadata']['name']}/{container['name']}"
+            env = container_env(container)
+            command = container_argv(container)[0]
+            kafka_variables = sorted(name for name in env if name.startswith("KAFKA_SASL"))
+            if command not in KAFKA_COMMANDS:
+                assert not kafka_variables, f"{where}: uses no Kafka, gets {kafka_variables}"
+                assert "KAFKA_BOOTSTRAP_SERVERS" not in env, f"{where}: uses no Kafka"
+                continue
+            assert "KAFKA_SASL_PASSWORD" not in env, f"{where}: the password from a file only"
+            assert env.get("KAFKA_SECURITY_PROTOCOL") == "SASL_SSL", where
+            assert env.get("KAFKA_SASL_MECHANISM") == "SCRAM-SHA-512", where
+            assert env["KAFKA_BOOTSTRAP_SERVERS"] == (
+                f"{cluster}-kafka-bootstrap.{namespace}.svc:{KAFKA_TLS_PORT}"
+            ), f"{where}: Strimzi's bootstrap Service, TLS listener"
+            username = env.get("KAFKA_SASL_USERNAME", "")
+            assert username in users, f"{where}: KAFKA_SASL_USERNAME {username!r}: no KafkaUser"
+            user = users[username]
+            assert user["metadata"]["labels"]["strimzi.io/cluster"] == cluster, username
+            assert user["spec"]["authentication"]["type"] == "scram-sha-512", username
+            password = env["KAFKA_SASL_PASSWORD_FILE"]
+            assert mounted_file(where, workload, container, password) == (username, "password"), (
+                f"{where}: the password of KafkaUser {username} (its Secret, key `password`)"
+            )
+            ca_secret, ca_key = mounted_file(where, workload, container, env["KAFKA_SSL_CAFILE"])
+            assert (ca_secret, ca_key) == (f"{cluster}-cluster-ca-cert", "ca.crt"), where
+            assert ca_key in secret_keys(ca_secret), f"placeholders: Secret {ca_secret}"
+            security = config.kafka_security(with_fake_kafka_files(env, key_file.parent))
+            assert (security.protocol, security.sasl_mechanism, security.sasl_username) == (
+                "SASL_SSL",
+                "SCRAM-SHA-512",
+                username,
+            ), where
+            assert security.sasl_password == "fake-kafka-password"
+            by_command.setdefault(command, set()).add(username)
+    assert set(by_command) == KAFKA_COMMANDS, by_command
+    names = [name for per_command in by_command.values() for name in per_command]
+    assert len(names) == len(set(names)) == len(KAFKA_COMMANDS), f"a user per role: {by_command}"
+    assert OPERATOR_USER in users, "the operator's user (dlq redrive, replay, status)"
+    assert OPERATOR_USER not in names, "the operator's user is for people, not workloads"
+    assert set(users) == {*names, OPERATOR_USER}, f"KafkaUsers nobody uses: {sorted(users)}"
+
+
+def workload_kafka_user(command: str) -> str:
+    for workload in workloads():
+        for container in containers(workload):
+            if container_argv(container)[0] == command:
+                return container_env(container)["KAFKA_SASL_USERNAME"]
+    raise AssertionError(f"no container runs {command}")
+
+
+def test_k8s_kafka_acls_let_only_the_ingress_and_the_operators_redrive_write_requests() -> None:
+    """The KafkaUsers' ACLs: each role may do what its code does, literal names of the
+    code's topics and group only, and the request topic is written by the ingress's user
+    and the operator's (`refundctl dlq redrive`) and by no one else."""
+    names = code_names()
+    users = kafka_users()
+    for name, user in users.items():
+        assert user["spec"]["authorization"]["type"] == "simple", name
+        for acl in user["spec"]["authorization"]["acls"]:
+            resource = acl["resource"]
+            assert resource["type"] in ("topic", "group"), f"{name}: {resource} (no cluster ACL)"
+            assert resource.get("patternType", "literal") == "literal", f"{name}: {resource}"
+            allowed = (
+                {names["group"]}
+                if resource["type"] == "group"
+                else {names["requests"], names["replies"], names["dead_letters"]}
+            )
+            assert resource["name"] in allowed, f"{name}: {resource['name']} is not the code's"
+            assert acl.get("type", "allow") == "allow", name
+            assert "All" not in (acl.get("operations") or [acl.get("operation")]), name
+    for command, needs in KAFKA_NEEDS.items():
+        username = workload_kafka_user(command)
+        wanted = {(kind, names[which], operation) for kind, which, operation in needs}
+        missing = wanted - kafka_grants(users[username])
+        assert not missing, f"KafkaUser {username} ({command}) lacks {sorted(missing)}"
+    writers = {
+        name
+        for name, user in users.items()
+        if ("topic", names["requests"], "Write") in kafka_grants(user)
+    }
+    assert writers == {workload_kafka_user("ingress"), OPERATOR_USER}, (
+        f"the request topic is written by {sorted(writers)}: only the ingress, and the "
+        "operator's dlq redrive, may"
+    )
+    # Least privilege, per role: nothing beyond what its code does (and Describe).
+    for command, needs in KAFKA_NEEDS.items():
+        username = workload_kafka_user(command)
+        wanted = {(kind, names[which], operation) for kind, which, operation in needs}
+        extra = {
+            grant for grant in kafka_grants(users[username]) - wanted if grant[2] != "Describe"
+        }
+        assert not extra, f"KafkaUser {username} ({command}) may also {sorted(extra)}"
+    assert not any(
+        kind == "group" for kind, _, _ in kafka_grants(users[workload_kafka_user("ingress")])
+    ), "the ingress assigns its reply partition: no group"
+    operator = kafka_grants(users[OPERATOR_USER])
+    assert ("topic", names["dead_letters"], "Read") in operator, "dlq list / redrive"
+    assert ("topic", names["requests"], "Read") in operator, "replay"
+    assert not {g for g in operator if g[2] in ("Create", "Delete", "Alter")}, operator
+
+
+def policies_for(labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The NetworkPolicies that select pods with these labels."""
+    selected = []
+    for policy in of_kind("NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        assert set(selector) <= {"matchLabels"}, f"{policy['metadata']['name']}: matchLabels only"
+        if (selector.get("matchLabels") or {}).items() <= labels.items():
+            selected.append(policy)
+    return selected
+
+
+def peer_namespaces(peers: list[dict[str, Any]]) -> set[str]:
+    """The namespaces a rule's peers name (`kubernetes.io/metadata.name`); an empty
+    rule, a peer by pods of this namespace or by address is refused here."""
+    names = set()
+    assert peers, "a rule without `from`/`to` allows everyone"
+    for peer in peers:
+        assert set(peer) <= {"namespaceSelector", "podSelector"}, f"peer {peer}"
+        labels = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
+        assert set(labels) == {"kubernetes.io/metadata.name"}, f"peer {peer}: by namespace"
+        names.add(labels["kubernetes.io/metadata.name"])
+    return names
+
+
+def test_k8s_network_policies_deny_by_default_and_open_only_the_ingress_to_outside() -> None:
+    """Default deny both ways for the namespace; from outside, only the ingress pods'
+    HTTP port (the gateway, and Prometheus for /metrics on that port); the workers'
+    metrics port from the monitoring namespace only; nothing else takes traffic; egress
+    to DNS, the Kafka TLS listener and PostgreSQL only."""
+    policies = of_kind("NetworkPolicy")
+    (deny,) = [
+        p
+        for p in policies
+        if not p["spec"]["podSelector"]
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+    ]
+    assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}, "deny both ways"
+    namespace = named("Namespace", "refund")["metadata"]["name"]
+    assert all(p["metadata"]["namespace"] == namespace for p in policies)
+    monitoring_ports: dict[str, set[int]] = {}
+    for workload in workloads():
+        name = workload["metadata"]["name"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        (container,) = pod_spec(workload)["containers"]
+        env = container_env(container)
+        command = container_argv(container)[0]
+        container_ports = {int(p["containerPort"]) for p in container.get("ports") or []}
+        rules = [r for p in policies_for(labels) for r in p["spec"].get("ingress") or []]
+        if command not in ("ingress", "worker"):
+            assert not rules, f"{name} takes no traffic"
+            continue
+        assert rules, f"{name}: no NetworkPolicy admits traffic"
+        by_namespace: dict[str, set[int]] = {}
+        for rule in rules:
+            ports = {int(p["port"]) for p in rule["ports"]}
+            assert all(p.get("protocol", "TCP") == "TCP" for p in rule["ports"])
+            assert ports <= container_ports, f"{name}: ports {sorted(ports - container_ports)}"
+            for peer in peer_namespaces(rule["from"]):
+                by_namespace.setdefault(peer, set()).update(ports)
+        assert namespace not in by_namespace, f"{name}: nothing in the namespace calls it"
+        metrics_port = (
+            int(env.get("HTTP_PORT") or HTTP_PORT_DEFAULT)
+            if command == "ingress"  # /metrics on the HTTP port (adapters/http_app.py)
+            else int(env.get("WORKER_METRICS_PORT") or METRICS_PORT_DEFAULT)
+        )
+        assert metrics_port in by_namespace.get(MONITORING_NAMESPACE, set()), (
+            f"{name}: Prometheus ({MONITORING_NAMESPACE}) cannot scrape {metrics_port}"
+        )
+        monitoring_ports[command] = {metrics_port}
+        if command == "ingress":
+            http_port = int(env.get("HTTP_PORT") or HTTP_PORT_DEFAULT)
+            assert set().union(*by_namespace.values()) == {http_port}, name
+            gateways = set(by_namespace) - {MONITORING_NAMESPACE}
+            assert len(gateways) == 1, f"{name}: one gateway namespace besides Prometheus's"
+        else:
+            assert by_namespace == {MONITORING_NAMESPACE: {metrics_port}}, (
+                f"{name}: its metrics port from the monitoring namespace only: {by_namespace}"
+            )
+    assert set(monitoring_ports) == {"ingress", "worker"}
+    # Egress: every pod of the namespace, DNS, Kafka's TLS listener, PostgreSQL.
+    egress = [r for p in policies_for({}) for r in p["spec"].get("egress") or []]
+    ports = {(p.get("protocol", "TCP"), int(p["port"])) for r in egress for p in r["ports"]}
+    bootstrap = configmap_data("refund-kafka-client")["KAFKA_BOOTSTRAP_SERVERS"]
+    kafka_port = int(bootstrap.rsplit(":", 1)[1])
+    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", kafka_port), ("TCP", POSTGRES_PORT)}
+    for rule in egress:
+        for peer in rule["to"]:
+            block = peer.get("ipBlock")
+            assert not block or block["cidr"] not in ("0.0.0.0/0", "::/0"), rule
+    (kafka_rule,) = [r for r in egress if {int(p["port"]) for p in r["ports"]} == {kafka_port}]
+    (peer,) = kafka_rule["to"]
+    (cluster,) = {t["metadata"]["labels"]["strimzi.io/cluster"] for t in of_kind("KafkaTopic")}
+    (kafka_namespace,) = {t["metadata"]["namespace"] for t in of_kind("KafkaTopic")}
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": kafka_namespace
+    }
+    assert peer["podSelector"]["matchLabels"]["strimzi.io/cluster"] == cluster
+
+
+def test_compose_stays_plaintext_inside_its_network_and_publishes_on_loopback_only() -> None:
+    """Compose is for one machine: Kafka in plain text, said explicitly, reachable inside
+    the compose network only (no published port); every published port binds 127.0.0.1."""
+    services = compose()["services"]
+    assert not services["kafka"].get("ports"), "the PLAINTEXT broker publishes no port"
+    for name, service in ours():
+        environment, _ = compose_env(service)
+        if compose_command(service)[0] in KAFKA_COMMANDS:
+            assert environment.get("KAFKA_SECURITY_PROTOCOL") == "PLAINTEXT", name
+    for name, service in services.items():
+        for entry in service.get("ports") or []:
+            if isinstance(entry, dict):
+                host_ip = str(entry.get("host_ip", ""))
+            else:
+                parts = interpolate(entry).split("/")[0].split(":")
+                host_ip = parts[0] if len(parts) == 3 else ""
+            assert host_ip == "127.0.0.1", (
+                f"compose service {name!r} publishes {entry} beyond loopback"
+            )
+
+
 # ---------------------------------------------------------------- kustomize, KEDA, monitoring
 
 PROMETHEUS = DEPLOY / "prometheus"
@@ -1040,6 +1410,7 @@ def test_kubectl_kustomize_renders_the_base_with_and_without_keda(tmp_path: Path
         assert rendered.returncode == 0, rendered.stderr
         documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
         kinds = [(d["kind"], d["metadata"]["name"]) for d in documents]
+        assert {kind for kind, _ in kinds} >= {"KafkaUser", "NetworkPolicy"}, kinds
         hpas = sorted(name for kind, name in kinds if kind == "HorizontalPodAutoscaler")
         scaled = [name for kind, name in kinds if kind == "ScaledObject"]
         if keda:
