@@ -18,6 +18,7 @@ a bound.
 """
 
 import asyncio
+import base64
 import contextlib
 import os
 import subprocess
@@ -352,3 +353,22 @@ async def test_a_client_gone_mid_body_is_counted_not_a_traceback(env, capfd) -> 
         await wait_until(counted, timeout_s=5)
     output = capfd.readouterr()
     assert "Traceback" not in output.out + output.err
+
+
+async def test_amb_body_over_1_mib_is_401_without_credentials_and_40003_with_them(env) -> None:  # type: ignore[no-untyped-def]
+    """AMB authenticates before it answers a body's size: an oversized body without
+    credentials is 401/30001 (not 200/40003, which would tell a stranger the route is
+    open); with the right credentials it is the invalid-request answer."""
+    body = b'{"txns": [' + b" " * (1024 * 1024 + 1) + b"]}"
+    good = base64.b64encode(
+        f"{config.DEV_SECRETS['AMB_AGENT_USERNAME']}:{config.DEV_SECRETS['AMB_API_KEY']}".encode()
+    ).decode()
+    async with running_ingress(env) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        stranger = await client.post("/amb/cancelTips", content=body)
+        agent = await client.post(
+            "/amb/cancelTips", content=body, headers={"Authorization": f"Basic {good}"}
+        )
+    assert stranger.status_code == 401, stranger.text
+    assert stranger.json()["statusCode"] == 30001
+    assert agent.status_code == 200, agent.text
+    assert agent.json()["statusCode"] == 40003
