@@ -108,6 +108,20 @@ def _require_tool(name: str, purpose: str) -> str:
     return path
 
 
+def run_tool(command: list[str], timeout_s: float, what: str) -> None:
+    """Run one of Maven's or Kafka's command-line tools to completion, bounded; a
+    failure is one line: the tool's last line of output."""
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ApacheKafkaUnavailable(f"{what} did not finish within {timeout_s:g} s") from exc
+    if done.returncode != 0:
+        last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+        raise ApacheKafkaUnavailable(f"{what} failed (exit {done.returncode}): {last[0]}")
+
+
 def fetch_jars(version: str = KAFKA_VERSION) -> Path:
     """The folder of Apache Kafka's jars, fetched by Maven on first use (once per version,
     safe against concurrent callers)."""
@@ -134,19 +148,7 @@ def fetch_jars(version: str = KAFKA_VERSION) -> Path:
             f"-DoutputDirectory={staging}",
             "-DincludeScope=runtime",
         ]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ApacheKafkaUnavailable(
-                f"Maven did not fetch Apache Kafka {version} within {FETCH_TIMEOUT_S:g} s"
-            ) from exc
-        if done.returncode != 0:
-            last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-            raise ApacheKafkaUnavailable(
-                f"Maven could not fetch Apache Kafka {version} (exit {done.returncode}): {last[0]}"
-            )
+        run_tool(command, FETCH_TIMEOUT_S, f"Maven's fetch of Apache Kafka {version}")
         shutil.rmtree(libs, ignore_errors=True)
         staging.rename(libs)
         (root / "complete").write_text(version + "\n")
@@ -325,15 +327,7 @@ class KafkaBroker:
             str(properties),
             *(self.security.format_arguments() if self.security is not None else []),
         ]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ApacheKafkaUnavailable("Kafka's storage tool did not finish in time") from exc
-        if done.returncode != 0:
-            last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-            raise ApacheKafkaUnavailable(f"Kafka's storage tool failed: {last[0]}")
+        run_tool(command, FORMAT_TIMEOUT_S, "Kafka's storage tool")
 
     def start(self) -> None:
         """Start the node on its formatted log directory; returns once it serves."""
@@ -409,17 +403,7 @@ class KafkaBroker:
             command += ["--topic", topic]
         for group in groups:
             command += ["--group", group]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=ACL_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ApacheKafkaUnavailable(
-                f"Kafka's AclCommand did not finish within {ACL_TIMEOUT_S:g} s"
-            ) from exc
-        if done.returncode != 0:
-            last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-            raise ApacheKafkaUnavailable(f"Kafka's AclCommand failed: {last[0]}")
+        run_tool(command, ACL_TIMEOUT_S, "Kafka's AclCommand")
 
     def stop(self) -> None:
         """Controlled shutdown (SIGTERM), bounded; SIGKILL after `STOP_TIMEOUT_S`."""

@@ -11,8 +11,6 @@ request topic (the admin is the harness's super user).
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -31,14 +29,11 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from refundctl import apache_kafka, config
 from refundctl.topics import create_topics
 from schemas.transport import Topics
+from tests.certs import Authority, cert_pem, key_pem, make_ca
 from tests.support import (
     assert_conservation,
     balance,
@@ -62,91 +57,11 @@ PARTITIONS = 4
 # --- certificates -------------------------------------------------------------------
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: str,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        )
-        builder = builder.add_extension(usage, critical=True)
-    else:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        ).add_extension(
-            # The node is also its own controller listener's TLS client.
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def make_ca(
-    directory: Path, name: str
-) -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = _certificate(name, key, name, key, ca=True)
-    path = directory / f"{name}.pem"
-    path.write_bytes(_pem(certificate))
-    return path, key, certificate
-
-
-def make_keystore(
-    directory: Path, ca_key: ec.EllipticCurvePrivateKey, ca_certificate: x509.Certificate
-) -> Path:
+def make_keystore(directory: Path, ca: Authority) -> Path:
     """The node's PEM keystore: its unencrypted PKCS#8 key, its certificate, the CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    issuer = ca_certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-    certificate = _certificate(
-        NODE_PRINCIPAL.removeprefix("CN="), key, str(issuer), ca_key, ca=False
-    )
+    key, cert = ca.issue(NODE_PRINCIPAL.removeprefix("CN="), client_auth=True)
     path = directory / "kafka-keystore.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + _pem(certificate)
-        + _pem(ca_certificate)
-    )
+    path.write_bytes(key_pem(key) + cert_pem(cert) + cert_pem(ca.cert))
     path.chmod(0o600)
     return path
 
@@ -186,9 +101,10 @@ def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredK
     if not (shutil.which("java") and shutil.which("mvn")):
         pytest.skip("the secured Kafka tests need java and mvn (Apache Kafka from its jars)")
     work_dir = Path(tmp_path_factory.mktemp("secured-kafka"))
-    ca_file, ca_key, ca_certificate = make_ca(work_dir, "refund-test-ca")
-    unknown_ca_file, _, _ = make_ca(work_dir, "someone-elses-ca")
-    keystore = make_keystore(work_dir, ca_key, ca_certificate)
+    ca = make_ca("refund-test-ca")
+    ca_file = ca.write(work_dir / "refund-test-ca.pem")
+    unknown_ca_file = make_ca("someone-elses-ca").write(work_dir / "someone-elses-ca.pem")
+    keystore = make_keystore(work_dir, ca)
     passwords = {role: secrets.token_urlsafe(24) for role in ROLES}
     password_files = {}
     for role, password in passwords.items():
