@@ -10,6 +10,7 @@ import structlog
 
 from refundctl import config, logs
 from schemas.transport import KafkaSecurity
+from tests.certs import cert_pem, key_pem, make_ca
 
 from .test_exit_codes import run_main
 
@@ -95,10 +96,11 @@ def test_the_password_is_scrubbed_from_logs(
 
 
 def test_mutual_tls_loads_the_files_at_start(tmp_path: Path) -> None:
-    from tests.integration.test_secured_kafka import make_ca, make_keystore
-
-    ca_file, ca_key, ca_certificate = make_ca(tmp_path, "test-ca")
-    keystore = make_keystore(tmp_path, ca_key, ca_certificate)  # key + certificate chain
+    ca = make_ca("test-ca")
+    ca_file = ca.write(tmp_path / "test-ca.pem")
+    key, cert = ca.issue("refund-test-client", client_auth=True)
+    keystore = tmp_path / "client.pem"  # key + certificate chain
+    keystore.write_bytes(key_pem(key) + cert_pem(cert) + cert_pem(ca.cert))
     env = {
         **BASE,
         "KAFKA_SECURITY_PROTOCOL": "SSL",
