@@ -15,6 +15,8 @@ from enum import StrEnum
 import asyncpg
 import pydantic
 import structlog
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+from asyncpg.exceptions._base import DataError as ClientDataError  # not exported publicly
 
 from schemas import CancelOutcome, CancelRequested
 from worker import ledger
@@ -37,6 +39,8 @@ _TRANSIENT_SQLSTATES = frozenset(
         "40P01",  # deadlock_detected
         "23505",  # unique_violation: a race we lost; the retry reads the winner's row
         "55P03",  # lock_not_available
+        "57014",  # query_canceled: our statement_timeout; the retry may find it quicker
+        "25P03",  # idle_in_transaction_session_timeout ended the session mid-batch
         "57P01",  # admin_shutdown (pg_terminate_backend)
         "57P02",  # crash_shutdown
         "57P03",  # cannot_connect_now
@@ -54,9 +58,13 @@ _EVENT_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the whole transaction may succeed."""
+    """Whether retrying the whole transaction may succeed (bounded by the attempts)."""
+    if isinstance(exc, ClientDataError):  # an argument the driver cannot encode: the data's
+        return False
     if isinstance(exc, asyncpg.PostgresError):
         return exc.sqlstate in _TRANSIENT_SQLSTATES or exc.sqlstate.startswith("08")
+    if isinstance(exc, KafkaError):  # a dead letter's publish during a leader election, say
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
     return isinstance(
         exc, asyncpg.InterfaceError | ConnectionError | OSError | asyncio.TimeoutError
     )
@@ -113,6 +121,8 @@ def refusal_of(exc: BaseException) -> Refusal | None:
         and exc.sqlstate[:2] in _EVENT_SQLSTATE_CLASSES
     ):
         return Refusal(Cause.DATABASE, _one_line(f"SQLSTATE {exc.sqlstate}: {exc}"))
+    if isinstance(exc, ClientDataError):
+        return Refusal(Cause.DATABASE, _one_line(f"the driver cannot send it: {exc}"))
     return None
 
 

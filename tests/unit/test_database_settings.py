@@ -6,10 +6,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
+from asyncpg.exceptions._base import DataError as ClientDataError
 
 from refundctl import config
 from schemas.database import DatabaseSettings
-from worker.apply import is_transient
+from worker.apply import Cause, is_transient, refusal_of
 
 URL = "postgresql://refund_worker_app:s3cret@db.example:5432/refund"
 
@@ -190,3 +192,29 @@ def test_a_lock_timeout_is_transient() -> None:
     """SQLSTATE 55P03 (lock_not_available, `lock_timeout`): the batch is retried."""
     assert is_transient(asyncpg.LockNotAvailableError("canceling statement due to lock timeout"))
     assert asyncpg.LockNotAvailableError.sqlstate == "55P03"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+        asyncpg.IdleInTransactionSessionTimeoutError("terminating connection due to idle"),
+        KafkaTimeoutError(),  # a dead letter's publish while the broker elects a leader
+        NotLeaderForPartitionError(),
+    ],
+)
+def test_server_timeouts_and_retriable_broker_errors_are_transient(exc: BaseException) -> None:
+    """Our own statement and idle-in-transaction timeouts, and a retriable broker error,
+    retry the batch (bounded) instead of stopping the worker."""
+    assert is_transient(exc)
+    assert refusal_of(exc) is None
+
+
+def test_a_value_the_driver_cannot_send_is_the_events_not_transient() -> None:
+    """asyncpg's client-side DataError (an argument it cannot encode) would fail the
+    same way on every retry: the event is isolated and dead-lettered."""
+    exc = ClientDataError("invalid input for query argument $1")
+    assert not is_transient(exc)
+    refusal = refusal_of(exc)
+    assert refusal is not None
+    assert refusal.cause == Cause.DATABASE
