@@ -92,6 +92,12 @@ class LedgerSnapshot:
         account_id = self.account_ids.get((player, currency))
         return None if account_id is None else self.accounts[account_id]
 
+    def only_account_of(self, player: str) -> Account | None:
+        """The player's account when the player has exactly one (a cancel that names
+        no currency reports its balance); None when none or several."""
+        accounts = [account for account in self.accounts.values() if account.player == player]
+        return accounts[0] if len(accounts) == 1 else None
+
     def apply(self, event: CancelRequested, decision: Decision) -> None:
         """Fold a decision into the snapshot, as the database will after commit."""
         if decision.store:
@@ -204,6 +210,8 @@ def decide(event: CancelRequested, snapshot: LedgerSnapshot, now_ms: int) -> Dec
             ),
             None,
         )
+        if account is None and event.player is not None:  # no bet of the named player
+            account = snapshot.only_account_of(event.player)
 
     refunds: tuple[Refund, ...] = ()
     if outcome is Outcome.REFUNDED:

@@ -149,6 +149,9 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
     account_keys = {
         (e.player, e.currency) for e in events if e.player is not None and e.currency is not None
     }
+    # A cancel naming its player but no currency (HPGames may omit it): that player's
+    # accounts, so an answer about an unknown bet still reports the player's balance.
+    lone_players = sorted({e.player for e in events if e.player is not None and e.currency is None})
     await lock_keys(
         conn,
         {lock_key("cancel", *key) for key in cancel_keys}
@@ -207,12 +210,14 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
         SELECT id, player, currency, balance FROM accounts
         WHERE id = ANY($1::bigint[])
            OR (player, currency) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+           OR player = ANY($4::text[])
         ORDER BY id
         FOR UPDATE
         """,
         sorted({bet.account_id for bet in snapshot.bets.values()}),
         players,
         currencies,
+        lone_players,
     ):
         snapshot.add_account(Account(row["id"], row["player"], row["currency"], row["balance"]))
     return snapshot

@@ -263,6 +263,10 @@ class LedgerModel:
                 ),
                 None,
             )
+            if account_key is None and cancel.player is not None:
+                # no bet of the named player: that player's account, if there is one only
+                own = [key for key in self.accounts if key[0] == cancel.player]
+                account_key = own[0] if len(own) == 1 else None
         before = self.accounts[account_key].balance if account_key is not None else None
 
         refunded = Decimal(0)

@@ -266,3 +266,43 @@ def test_ledger_tx_is_the_uuid5_of_provider_and_cancel_id(
     assert ledger_tx(provider, cancel_id) == str(
         uuid.uuid5(namespace, f"{provider.value}:{cancel_id}")
     )
+
+
+def test_no_currency_and_an_unknown_bet_reports_the_players_only_account() -> None:
+    """HPGames may omit `currency`: a cancel of an unknown bet is ignored (errorCode 0,
+    balance unchanged), and the balance it reports is that of the named player's only
+    account, not 0."""
+    unknown = event(bets=(("never-debited", "10.00"),), currency=None, provider=Provider.HPGAMES)
+    decision = decide(unknown, snapshot(), NOW)
+    assert decision.outcome.outcome is Outcome.BET_UNKNOWN
+    assert decision.outcome.balance_before == decision.outcome.balance_after == Decimal("90.00")
+    assert decision.refunds == ()
+
+
+def test_no_currency_and_several_accounts_reports_no_balance() -> None:
+    """The player holds two currencies and names none: no account is the cancel's."""
+    state = snapshot()
+    state.add_account(Account(3, "p1", "USD", Decimal("7.00")))
+    unknown = event(bets=(("never-debited", "10.00"),), currency=None, provider=Provider.HPGAMES)
+    decision = decide(unknown, state, NOW)
+    assert decision.outcome.outcome is Outcome.BET_UNKNOWN
+    assert decision.outcome.balance_before is None
+
+
+@pytest.mark.parametrize(
+    ("amount", "refunded"), [("10.00", True), ("10.0000", True), ("10.001", False), ("9.99", False)]
+)
+def test_no_currency_compares_the_amount_exactly_with_the_debit(
+    amount: str, refunded: bool
+) -> None:
+    """Without a currency the amount is checked against the debit's, exactly: the same
+    value refunds the debit's own amount; more decimals than EUR has, or another value,
+    is a mismatch that moves no money."""
+    cancel = event(bets=(("b-1", amount),), currency=None, provider=Provider.HPGAMES)
+    decision = decide(cancel, snapshot(bet(provider="hpgames")), NOW)
+    if refunded:
+        assert decision.outcome.outcome is Outcome.REFUNDED
+        assert [r.amount for r in decision.refunds] == [Decimal("10.00")]
+    else:
+        assert decision.outcome.outcome is Outcome.AMOUNT_MISMATCH
+        assert decision.refunds == ()
