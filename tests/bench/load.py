@@ -235,6 +235,8 @@ async def run_open(spec: dict[str, Any]) -> dict[str, Any]:
         nonlocal outstanding, opened, errors, over_target, aborted
         request = build_request(entry, players, signatures)
         connection: Connection | None = None
+        while idle and idle[-1].closed:  # the server closed it while idle (keep-alive)
+            idle.pop()
         try:
             if idle:
                 connection = idle.pop()
