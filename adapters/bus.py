@@ -18,12 +18,10 @@ from aiokafka.errors import KafkaError
 
 from schemas import CancelOutcome, CancelRequested, ReplyTo
 from schemas.transport import (
-    HEADER_CORRELATION_ID,
-    HEADER_SCHEMA,
-    SCHEMA_CANCEL_REQUESTED,
     KafkaSettings,
     decode_outcome,
     encode,
+    request_headers,
 )
 
 log = structlog.get_logger("ingress.bus")
@@ -154,10 +152,7 @@ class RequestReplyClient:
             self._kafka.topics.requests,
             encode(event),
             key=event_key(event),
-            headers=[
-                (HEADER_SCHEMA, SCHEMA_CANCEL_REQUESTED),
-                (HEADER_CORRELATION_ID, event.correlation_id.encode()),
-            ],
+            headers=request_headers(event),
         )
         delivery.add_done_callback(_retrieve)
         return delivery

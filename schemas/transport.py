@@ -156,6 +156,22 @@ def encode(event: BaseModel) -> bytes:
     return event.model_dump_json().encode()
 
 
+def request_headers(event: CancelRequested) -> list[tuple[str, bytes]]:
+    """The headers of a request record: its schema and its correlation id."""
+    return [
+        (HEADER_SCHEMA, SCHEMA_CANCEL_REQUESTED),
+        (HEADER_CORRELATION_ID, event.correlation_id.encode()),
+    ]
+
+
+def outcome_headers(outcome: CancelOutcome) -> list[tuple[str, bytes]]:
+    """The headers of a reply record: its schema and its correlation id."""
+    return [
+        (HEADER_SCHEMA, SCHEMA_CANCEL_OUTCOME),
+        (HEADER_CORRELATION_ID, outcome.correlation_id.encode()),
+    ]
+
+
 def decode_request(value: bytes) -> CancelRequested:
     """Parse a request event; raises pydantic.ValidationError on anything else."""
     return CancelRequested.model_validate_json(value)

@@ -29,13 +29,11 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas import CancelOutcome, CancelRequested, Provider
 from schemas.transport import (
-    HEADER_CORRELATION_ID,
     HEADER_DEAD_LETTER_REASON,
-    HEADER_SCHEMA,
     HEADER_SOURCE,
-    SCHEMA_CANCEL_OUTCOME,
     decode_request,
     encode,
+    outcome_headers,
 )
 from worker import ledger
 from worker.apply import Cause, DecideBatch, Refusal, apply_batch, apply_isolating
@@ -642,10 +640,7 @@ class RefundWorker:
                         "key": outcome.correlation_id.encode(),
                         "value": encode(outcome),
                         "timestamp": None,
-                        "headers": [
-                            (HEADER_SCHEMA, SCHEMA_CANCEL_OUTCOME),
-                            (HEADER_CORRELATION_ID, outcome.correlation_id.encode()),
-                        ],
+                        "headers": outcome_headers(outcome),
                     }
                     if batch.append(**record) is None:  # full: send it, start the next
                         sends.append(

@@ -33,11 +33,9 @@ from refundctl import config
 from schemas import CancelOutcome, CancelRequested
 from schemas.events import ItemResult, Outcome
 from schemas.transport import (
-    HEADER_CORRELATION_ID,
-    HEADER_SCHEMA,
-    SCHEMA_CANCEL_OUTCOME,
     decode_request,
     encode,
+    outcome_headers,
 )
 
 ANSWER = HttpResponse(200, b'{"status":"ok","errorCode":0}', {"content-type": "application/json"})
@@ -116,10 +114,7 @@ async def _publish(producer: AIOKafkaProducer, events: Sequence[CancelRequested]
                 "key": outcome.correlation_id.encode(),
                 "value": encode(outcome),
                 "timestamp": None,
-                "headers": [
-                    (HEADER_SCHEMA, SCHEMA_CANCEL_OUTCOME),
-                    (HEADER_CORRELATION_ID, outcome.correlation_id.encode()),
-                ],
+                "headers": outcome_headers(outcome),
             }
             if batch.append(**record) is None:
                 sends.append(await producer.send_batch(batch, topic, partition=partition))

@@ -61,7 +61,7 @@ from aiokafka import AIOKafkaProducer
 from adapters.bus import event_key
 from refundctl import config, devstack
 from schemas import ReplyTo
-from schemas.transport import HEADER_CORRELATION_ID, HEADER_SCHEMA, SCHEMA_CANCEL_REQUESTED, encode
+from schemas.transport import encode, request_headers
 from tests.bench import plot, stack, workload
 from tests.bench.apply_sql import apply_events
 from tests.bench.stack import Processes
@@ -811,10 +811,7 @@ class Bench:
                             kafka.topics.requests,
                             encode(event),
                             key=event_key(event),
-                            headers=[
-                                (HEADER_SCHEMA, SCHEMA_CANCEL_REQUESTED),
-                                (HEADER_CORRELATION_ID, event.correlation_id.encode()),
-                            ],
+                            headers=request_headers(event),
                         )
                     )
                 await asyncio.wait_for(asyncio.gather(*sends), 60)
