@@ -162,7 +162,7 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: SIGKILL it when the process that started it dies (Linux), so a
     killed test run or dev stack leaves no broker behind."""
     with contextlib.suppress(OSError, AttributeError):
@@ -321,8 +321,7 @@ class KafkaBroker:
             *self._java(),
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            _cluster_id(),
+            f"--cluster-id={_cluster_id()}",  # an id may start with "-"
             "--config",
             str(properties),
             *(self.security.format_arguments() if self.security is not None else []),
@@ -341,7 +340,7 @@ class KafkaBroker:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C of the dev stack reaches us through stop()
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self._wait_ready(offset, began)
         self.started_in_s = time.monotonic() - began

