@@ -299,15 +299,7 @@ class RefundWorker:
             }
             if reset:
                 log.warning("stored_offsets_outside_log", reset=reset)
-                await conn.execute(
-                    "UPDATE consumer_offsets SET next_offset = t.o FROM unnest($3::int[],"
-                    " $4::bigint[]) AS t(p, o) WHERE consumer_group = $1 AND topic = $2"
-                    " AND partition = t.p",
-                    self._kafka.consumer_group,
-                    topic,
-                    list(reset),
-                    list(reset.values()),
-                )
+                await ledger.reset_offsets(conn, self._kafka.consumer_group, topic, reset)
                 stored.update(reset)
         for tp in tps:
             self._consumer.seek(tp, stored[tp.partition])

@@ -126,19 +126,17 @@ async def stored_offsets(
     return {row["partition"]: row["next_offset"] for row in rows}
 
 
-async def raise_offsets(conn: Connection, group: str, topic: str, floor: dict[int, int]) -> None:
-    """Move stored offsets up to the log start where retention removed older events."""
+async def reset_offsets(conn: Connection, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Set stored offsets that lie outside the log (retention, a recreated topic) to
+    where the worker restarts: re-applying is harmless, skipping would lose refunds."""
     await conn.execute(
-        """
-        UPDATE consumer_offsets o SET next_offset = t.floor, updated_at = now()
-        FROM unnest($3::int[], $4::bigint[]) AS t(partition, floor)
-        WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = t.partition
-          AND o.next_offset < t.floor
-        """,
+        "UPDATE consumer_offsets SET next_offset = t.o FROM unnest($3::int[],"
+        " $4::bigint[]) AS t(p, o) WHERE consumer_group = $1 AND topic = $2"
+        " AND partition = t.p",
         group,
         topic,
-        list(floor),
-        list(floor.values()),
+        list(offsets),
+        list(offsets.values()),
     )
 
 
