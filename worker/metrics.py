@@ -76,6 +76,12 @@ class WorkerMetrics:
             "Batches refused because the stored offsets moved",
             registry=self.registry,
         )
+        self.late_replies = Counter(
+            "refund_worker_late_replies_skipped",
+            "Outcomes applied and stored but not published: their deadline passed more"
+            " than the clock-skew grace ago, so no ingress awaits them",
+            registry=self.registry,
+        )
         self.batch_retries = Counter(
             "refund_worker_batch_retries",
             "Batch transactions retried after a transient database failure (serialization,"

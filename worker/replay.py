@@ -55,7 +55,6 @@ from worker.apply import (
     decide_checked,
     is_transient,
 )
-from worker.consumer import Undecodable, decode_record
 from worker.decision import (
     Account,
     Bet,
@@ -66,6 +65,7 @@ from worker.decision import (
     StoredOutcome,
     decide_batch,
 )
+from worker.records import Undecodable, decode_record
 from worker.settings import WorkerSettings
 from worker.status import (
     DB_COMMAND_TIMEOUT_S,
