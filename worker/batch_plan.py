@@ -20,7 +20,7 @@ class BatchPlan:
     def __init__(
         self,
         records: Sequence[ConsumerRecord[bytes, bytes]],
-        expected: Mapping[tuple[str, int], int],
+        expected: Mapping[tuple[str, int], int] | None = None,
     ) -> None:
         keys = [(r.topic, r.partition, r.offset) for r in records]
         assert keys == sorted(set(keys)), "records in (partition, offset) order, once each"
@@ -36,7 +36,7 @@ class BatchPlan:
                 here.topic,
                 here.partition,
             ):
-                start = expected.get((here.topic, here.partition), here.offset)
+                start = (expected or {}).get((here.topic, here.partition), here.offset)
                 assert start <= here.offset, "no record below the expected offset"
                 self._start[i] = start
             if i + 1 < len(records):

@@ -33,9 +33,7 @@ from schemas.failures import KAFKA, Unavailable
 from schemas.transport import HEADER_DEAD_LETTER_REASON, HEADER_SOURCE, KafkaSettings
 from worker import ledger
 from worker.ledger import RedriveClaim, RedrivePosition
-from worker.records import redriven_headers
-from worker.replay import read_range
-from worker.status import (
+from worker.ops.access import (
     KAFKA_TIMEOUT_S,
     bounded,
     connect_db,
@@ -43,6 +41,8 @@ from worker.status import (
     standalone_consumer,
     topic_partitions,
 )
+from worker.ops.reader import read_range
+from worker.records import redriven_headers
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 CHUNK_MAX = 500  # dead letters per redrive transaction

@@ -575,7 +575,7 @@ def test_refusals_name_their_cause() -> None:
 def test_the_ranges_of_a_batch_chain_their_offsets() -> None:
     from aiokafka.structs import ConsumerRecord
 
-    from worker.consumer import _BatchPlan
+    from worker.batch_plan import BatchPlan as _BatchPlan
     from worker.ledger import OffsetAdvance
 
     def record(partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
