@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, Required, TypedDict, TypeVar, Unpack
 
 import asyncpg
 import pydantic
@@ -212,74 +212,56 @@ async def transact(
 Connect = Callable[[], AbstractAsyncContextManager[ledger.Connection]]
 
 
+class ApplyOptions(TypedDict, total=False):
+    """How `apply_decided` applies a batch (see there); the first five are required."""
+
+    group: Required[str]
+    advances: Required[Sequence[OffsetAdvance]]
+    now_ms: Required[int]
+    attempts_max: Required[int]
+    backoff_ms_max: Required[int]
+    before_commit: Callable[[], Awaitable[None]] | None
+    decide: DecideBatch
+    sources: Sequence[EventSource] | None
+    on_retry: Callable[[], None] | None
+
+
 async def apply_decided(
-    connect: Connect,
-    events: Sequence[CancelRequested],
-    *,
-    group: str,
-    advances: Sequence[OffsetAdvance],
-    now_ms: int,
-    attempts_max: int,
-    backoff_ms_max: int,
-    before_commit: Callable[[], Awaitable[None]] | None = None,
-    decide: DecideBatch = decide_batch,
-    sources: Sequence[EventSource] | None = None,
-    on_retry: Callable[[], None] | None = None,
+    connect: Connect, events: Sequence[CancelRequested], **options: Unpack[ApplyOptions]
 ) -> list[Decision]:
-    """`transact` on a connection from `connect`, retried (`retrying`); the decisions
-    in event order (their outcomes, and whether each was stored). `sources`, one per
-    event when given, are stored with the outcomes the events decide (`refundctl cancel
-    show`). `before_commit` runs once the offsets are ours and the writes are done; it
-    may run again on a retry."""
+    """`transact` on a connection from `connect`, retried (`retrying`) up to
+    `attempts_max` times; the decisions in event order (their outcomes, and whether each
+    was stored). `sources`, one per event when given, are stored with the outcomes the
+    events decide (`refundctl cancel show`). `before_commit` runs once the offsets are
+    ours and the writes are done; it may run again on a retry."""
 
     async def once() -> list[Decision]:
         async with connect() as conn:
             decided = await transact(
                 conn,
                 events,
-                group=group,
-                advances=advances,
-                now_ms=now_ms,
-                decide=decide,
-                sources=sources,
-                before_commit=before_commit,
+                group=options["group"],
+                advances=options["advances"],
+                now_ms=options["now_ms"],
+                decide=options.get("decide", decide_batch),
+                sources=options.get("sources"),
+                before_commit=options.get("before_commit"),
             )
         return [decision for _, decision in decided]
 
     return await retrying(
-        once, attempts_max=attempts_max, backoff_ms_max=backoff_ms_max, on_retry=on_retry
+        once,
+        attempts_max=options["attempts_max"],
+        backoff_ms_max=options["backoff_ms_max"],
+        on_retry=options.get("on_retry"),
     )
 
 
 async def apply_batch(
-    pool: asyncpg.Pool,
-    events: Sequence[CancelRequested],
-    *,
-    group: str,
-    advances: Sequence[OffsetAdvance],
-    now_ms: int,
-    attempts_max: int,
-    backoff_ms_max: int,
-    before_commit: Callable[[], Awaitable[None]] | None = None,
-    decide: DecideBatch = decide_batch,
-    sources: Sequence[EventSource] | None = None,
-    on_retry: Callable[[], None] | None = None,
+    pool: asyncpg.Pool, events: Sequence[CancelRequested], **options: Unpack[ApplyOptions]
 ) -> list[CancelOutcome]:
     """`apply_decided` on the pool's connections, committed; the outcomes in order."""
-    decided = await apply_decided(
-        pool.acquire,
-        events,
-        group=group,
-        advances=advances,
-        now_ms=now_ms,
-        attempts_max=attempts_max,
-        backoff_ms_max=backoff_ms_max,
-        before_commit=before_commit,
-        decide=decide,
-        sources=sources,
-        on_retry=on_retry,
-    )
-    return [decision.outcome for decision in decided]
+    return [decision.outcome for decision in await apply_decided(pool.acquire, events, **options)]
 
 
 @contextlib.asynccontextmanager

@@ -30,7 +30,7 @@ from worker.health import HealthServer, WorkerStatus, serve_health
 from worker.ledger import Fenced, OffsetAdvance
 from worker.metrics import WorkerMetrics
 from worker.records import DeadLetter, Undecodable, decode_record, source
-from worker.reply_tail import ReplyTail
+from worker.reply_tail import Committed, ReplyTail
 from worker.settings import WorkerSettings
 
 log = structlog.get_logger("worker")
@@ -404,19 +404,21 @@ class RefundWorker:
         # Replies and the Kafka commit overlap the next batch's transaction; one tail at
         # a time, in batch order.
         self.tail.submit(
-            events,
-            outcomes,
-            advances,
-            {
-                "events": len(events),
-                "dead_letters": len(dead_letters),
-                "refunded": sum(o.outcome.moves_money and not o.replayed for o in outcomes),
-                "replayed": sum(o.replayed for o in outcomes),
-                "partitions": [a.partition for a in advances],
-                "correlation_ids": [e.correlation_id for e in events[:20]],
-                "apply_ms": round(apply_s * 1000, 2),
-            },
-            started,
+            Committed(
+                events,
+                outcomes,
+                advances,
+                {
+                    "events": len(events),
+                    "dead_letters": len(dead_letters),
+                    "refunded": sum(o.outcome.moves_money and not o.replayed for o in outcomes),
+                    "replayed": sum(o.replayed for o in outcomes),
+                    "partitions": [a.partition for a in advances],
+                    "correlation_ids": [e.correlation_id for e in events[:20]],
+                    "apply_ms": round(apply_s * 1000, 2),
+                },
+                started,
+            )
         )
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -8,6 +8,7 @@ outcomes are stored, and a provider's retry receives them."""
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -33,6 +34,20 @@ def reply_awaited(event: CancelRequested, now_ms: int, grace_ms: int) -> bool:
     return now_ms <= event.deadline_ms + grace_ms
 
 
+@dataclass(frozen=True)
+class Committed:
+    """A committed batch, as its tail needs it."""
+
+    events: Sequence[CancelRequested]
+    outcomes: Sequence[CancelOutcome]  # one per event, in order
+    advances: Sequence[OffsetAdvance]  # the offsets to commit to Kafka
+    fields: dict[str, object]  # the batch's canonical log line
+    started: float  # perf_counter() when the batch was fetched
+
+    def __post_init__(self) -> None:
+        assert len(self.events) == len(self.outcomes), "one outcome per event"
+
+
 class ReplyTail:
     def __init__(
         self,
@@ -49,19 +64,9 @@ class ReplyTail:
         self._faults = faults
         self._task: asyncio.Task[None] | None = None  # the last batch's tail
 
-    def submit(
-        self,
-        events: Sequence[CancelRequested],
-        outcomes: Sequence[CancelOutcome],
-        advances: Sequence[OffsetAdvance],
-        fields: dict[str, object],
-        started: float,
-    ) -> None:
+    def submit(self, batch: Committed) -> None:
         """Start a committed batch's tail, after the previous one's."""
-        assert len(events) == len(outcomes), "one outcome per event"
-        self._task = asyncio.create_task(
-            self._run(self._task, events, outcomes, advances, fields, started)
-        )
+        self._task = asyncio.create_task(self._run(self._task, batch))
 
     async def finish(self) -> bool:
         """Wait, at most `tail_wait_ms_max`, for the last batch's replies and Kafka
@@ -87,15 +92,8 @@ class ReplyTail:
         if not await self.finish() and self._task is not None:
             self._task.cancel()
 
-    async def _run(
-        self,
-        previous: "asyncio.Task[None] | None",
-        events: Sequence[CancelRequested],
-        outcomes: Sequence[CancelOutcome],
-        advances: Sequence[OffsetAdvance],
-        fields: dict[str, object],
-        started: float,
-    ) -> None:
+    async def _run(self, previous: "asyncio.Task[None] | None", batch: Committed) -> None:
+        events, outcomes, fields = batch.events, batch.outcomes, batch.fields
         if previous is not None:
             await asyncio.wait({previous})  # in batch order
         publishing = time.perf_counter()
@@ -120,7 +118,7 @@ class ReplyTail:
         try:  # the database holds the offsets the worker resumes from; this is for lag tools
             await asyncio.wait_for(
                 self._commit(
-                    {TopicPartition(a.topic, a.partition): a.next_offset for a in advances}
+                    {TopicPartition(a.topic, a.partition): a.next_offset for a in batch.advances}
                 ),
                 self._settings.kafka_commit_timeout_ms / 1000,
             )
@@ -132,7 +130,7 @@ class ReplyTail:
             "batch_applied",
             **fields,
             publish_ms=round((published - publishing) * 1000, 2),
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            duration_ms=round((time.perf_counter() - batch.started) * 1000, 2),
         )
 
     async def _publish(

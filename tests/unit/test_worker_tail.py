@@ -33,7 +33,7 @@ from worker.consumer import GroupJoinStalled, RefundWorker
 from worker.faults import FaultInjector
 from worker.ledger import OffsetAdvance
 from worker.metrics import WorkerMetrics
-from worker.reply_tail import ReplyTail, reply_awaited
+from worker.reply_tail import Committed, ReplyTail, reply_awaited
 from worker.settings import WorkerSettings
 
 ENV = {"DATABASE_URL": "postgresql://unused/x", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
@@ -139,7 +139,7 @@ async def test_a_hung_tail_is_waited_for_at_most_its_bound_and_left_running() ->
     released = asyncio.Event()
     reply_tail, _ = tail(settings(tail_wait_ms_max=50), FakeProducer(hold=released))
     request = event(time.time_ns() // 10**6 + 10_000)
-    reply_tail.submit([request], [outcome_of(request)], [], {}, time.perf_counter())
+    reply_tail.submit(Committed([request], [outcome_of(request)], [], {}, time.perf_counter()))
     started = time.monotonic()
     assert await asyncio.wait_for(reply_tail.finish(), 5) is False
     assert time.monotonic() - started < 2
@@ -153,7 +153,9 @@ async def test_a_failed_tail_counts_as_finished() -> None:
         raise RuntimeError("broker gone")
 
     reply_tail, _ = tail(settings(tail_wait_ms_max=1_000), FakeProducer(), fail)
-    reply_tail.submit([], [], [OffsetAdvance("requests", 0, 0, 1)], {}, time.perf_counter())
+    reply_tail.submit(
+        Committed([], [], [OffsetAdvance("requests", 0, 0, 1)], {}, time.perf_counter())
+    )
     assert await reply_tail.finish() is True
 
 
@@ -163,7 +165,9 @@ async def test_a_reply_whose_deadline_passed_beyond_the_grace_is_not_published()
     now = time.time_ns() // 10**6
     fresh, skewed, late = event(now + 3_000), event(now - 5_000), event(now - 60_000)
     requests = [fresh, skewed, late]
-    reply_tail.submit(requests, [outcome_of(r) for r in requests], [], {}, time.perf_counter())
+    reply_tail.submit(
+        Committed(requests, [outcome_of(r) for r in requests], [], {}, time.perf_counter())
+    )
     assert await reply_tail.finish() is True
     keys = [record["key"] for _, _, record in producer.sent]
     assert keys == [fresh.correlation_id.encode(), skewed.correlation_id.encode()]
