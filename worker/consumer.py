@@ -1,11 +1,13 @@
 """The worker process: a consumer-group member that applies events exactly once.
 
-Per batch (one `getmany`): decode, apply the events together with the consumed offsets
-in one database transaction (undecodable records go to the dead-letter topic inside it,
-once the offsets compare-and-set has passed), publish the outcomes to each event's
-reply partition, then commit the offsets to Kafka too (informational: the database's
-offsets are the ones resumed from). The publish and the Kafka commit of one batch run
-while the next batch is applied (one such tail at a time).
+Per batch (one `getmany`): decode (`records`), apply the events together with the
+consumed offsets in one database transaction (`batch_run`, `apply`; undecodable records
+go to the dead-letter topic inside it, once the offsets compare-and-set has passed),
+then hand the outcomes to the reply tail (`reply_tail`): publish them to each event's
+reply partition and commit the offsets to Kafka too (informational: the database's
+offsets are the ones resumed from), while the next batch is applied. This module keeps
+the group membership (join bound, rebalances, resuming from the stored offsets), the
+loop and its heartbeat; its Kafka clients come from a factory (`clients`).
 """
 
 import asyncio
@@ -16,28 +18,23 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from schemas import CancelOutcome, CancelRequested
 from worker import ledger
-from worker.apply import Cause, DecideBatch, Refusal, apply_batch, apply_isolating
+from worker.apply import Cause, DecideBatch, Isolation, apply_isolating
 from worker.batch_plan import BatchPlan
+from worker.batch_run import BatchContext, BatchRun
 from worker.clients import ClientFactory, kafka_clients
-from worker.dead_lettering import publish_dead_letters
 from worker.decision import decide_batch
 from worker.faults import FaultInjector
 from worker.health import HealthServer, WorkerStatus, serve_health
 from worker.ledger import Fenced, OffsetAdvance
 from worker.metrics import WorkerMetrics
-from worker.records import DeadLetter, Undecodable, decode_record, source
+from worker.records import Record, decode_record, source
 from worker.reply_tail import Committed, ReplyTail
 from worker.settings import WorkerSettings
 
 log = structlog.get_logger("worker")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -100,6 +97,9 @@ class RefundWorker:
         self._producer = built.producer
         # The last batch's replies and Kafka commit, overlapping the next batch.
         self.tail = ReplyTail(settings, self._producer, self._commit, self.metrics, self._faults)
+        self._batch_context = BatchContext(
+            settings, pool, self._producer, decide, self.metrics, self._faults
+        )
         # Next offset to apply per partition, as stored; records below it are stale
         # redeliveries (the database's compare-and-set would refuse them too).
         self._next_offsets: dict[TopicPartition, int] = {}
@@ -243,9 +243,11 @@ class RefundWorker:
         except TimeoutError:
             log.warning("kafka_stop_timed_out", client=what)
 
-    async def process(
-        self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> None:
+    async def process(self, fetched: dict[TopicPartition, list[Record]]) -> None:
+        """Apply one fetched batch (its records not applied yet) as few transactions as
+        its failures allow; account for what committed and start its tail; handle what
+        stopped the rest (fenced: resume from the stored offsets; else rewind and
+        raise)."""
         started = time.perf_counter()
         batch = {
             tp: fresh
@@ -255,119 +257,66 @@ class RefundWorker:
         if not batch:
             return
         records = [record for tp in sorted(batch) for record in batch[tp]]
-        plan = BatchPlan(
-            records, {(tp.topic, tp.partition): o for tp, o in self._next_offsets.items()}
+        run = BatchRun(
+            self._batch_context,
+            records,
+            [decode_record(record, self._kafka.topics.replies) for record in records],
+            BatchPlan(
+                records, {(tp.topic, tp.partition): o for tp, o in self._next_offsets.items()}
+            ),
         )
-        decoded = [decode_record(record, self._kafka.topics.replies) for record in records]
-        sent: set[int] = set()  # entries dead-lettered by this call (a retry sends no copy)
-
-        async def attempt(
-            lo: int, hi: int, refused: Mapping[int, Refusal]
-        ) -> Sequence[CancelOutcome]:
-            """Entries [lo, hi) in one transaction: their events but the refused ones,
-            and the others' dead letters."""
-            letters: list[tuple[int, DeadLetter]] = []
-            events: list[CancelRequested] = []
-            sources: list[ledger.EventSource] = []
-            for i in range(lo, hi):
-                entry = decoded[i]
-                if isinstance(entry, Undecodable):
-                    letters.append((i, DeadLetter(records[i], entry.cause, entry.reason)))
-                elif i in refused:
-                    letters.append((i, DeadLetter(records[i], refused[i].cause, refused[i].reason)))
-                else:
-                    events.append(entry)
-                    at = records[i]
-                    sources.append(ledger.EventSource(at.topic, at.partition, at.offset))
-
-            async def before_commit() -> None:
-                """Dead letters land once the offsets are ours (a fenced batch sends
-                none) and before they are committed past (a crash sends them again: at
-                least once, told apart by their source header)."""
-                unsent = [(i, letter) for i, letter in letters if i not in sent]
-                if unsent:
-                    await publish_dead_letters(
-                        self._producer,
-                        self._kafka.topics.dead_letters,
-                        [letter for _, letter in unsent],
-                        self._settings.dead_letter_timeout_ms,
-                    )
-                    sent.update(i for i, _ in unsent)
-                if self._settings.fault_points:
-                    self._faults.before_commit()
-
-            return await apply_batch(
-                self._pool,
-                events,
-                group=self._kafka.consumer_group,
-                advances=plan.advances(lo, hi),
-                now_ms=now_ms(),
-                attempts_max=self._settings.apply_attempts_max,
-                backoff_ms_max=self._settings.apply_backoff_ms_max,
-                before_commit=before_commit,
-                decide=self._decide,
-                sources=sources,
-                on_retry=self.metrics.batch_retries.inc,
-            )
-
         applying = time.perf_counter()
-        isolation = await apply_isolating(
-            [isinstance(entry, CancelRequested) for entry in decoded], attempt
-        )
+        isolation = await apply_isolating(run.blamable(), run.attempt)
         applied = time.perf_counter()
         settled = isolation.settled
         if isolation.attempts > 1:
-            self.metrics.isolating_batches.inc()
-            log.warning(
-                "batch_isolated",
-                transactions=isolation.attempts,
-                settled=f"{settled}/{len(records)}",
-                refused=[
-                    {
-                        "source": source(records[i]),
-                        "cause": refusal.cause.value,
-                        "reason": refusal.reason,
-                    }
-                    for i, refusal in sorted(isolation.refused.items())[:5]
-                ],
-            )
+            self._isolated(records, isolation)
         if settled > 0:
-            assert len(isolation.outcomes) == sum(
-                isinstance(entry, CancelRequested) and i not in isolation.refused
-                for i, entry in enumerate(decoded[:settled])
-            ), "every committed event has its outcome"
+            events, causes = run.committed(isolation)
             self._committed(
                 records[:settled],
-                [
-                    (event, isolation.outcomes[i])
-                    for i in sorted(isolation.outcomes)
-                    if isinstance(event := decoded[i], CancelRequested)
-                ],
-                [
-                    entry.cause if isinstance(entry, Undecodable) else isolation.refused[i].cause
-                    for i, entry in enumerate(decoded[:settled])
-                    if isinstance(entry, Undecodable) or i in isolation.refused
-                ],
-                plan.advances(0, settled),
+                events,
+                causes,
+                run.plan.advances(0, settled),
                 applied - applying,
                 started,
             )
-        stopped = isolation.stopped
-        if stopped is None:
-            return
+        if isolation.stopped is not None:
+            await self._stopped(isolation.stopped, set(batch), run.plan.advances(settled))
+
+    def _isolated(self, records: Sequence[Record], isolation: Isolation[CancelOutcome]) -> None:
+        self.metrics.isolating_batches.inc()
+        log.warning(
+            "batch_isolated",
+            transactions=isolation.attempts,
+            settled=f"{isolation.settled}/{len(records)}",
+            refused=[
+                {
+                    "source": source(records[i]),
+                    "cause": refusal.cause.value,
+                    "reason": refusal.reason,
+                }
+                for i, refusal in sorted(isolation.refused.items())[:5]
+            ],
+        )
+
+    async def _stopped(
+        self, stopped: BaseException, fetched: set[TopicPartition], rest: Sequence[OffsetAdvance]
+    ) -> None:
+        """The batch's uncommitted rest (`rest`: its advances) stopped on `stopped`."""
         if isinstance(stopped, Fenced):
             self.metrics.fenced.inc()
-            resumed = await self.resume_from_stored(set(batch) & self._consumer.assignment())
+            resumed = await self.resume_from_stored(fetched & self._consumer.assignment())
             log.warning(
                 "batch_fenced",
-                first_offsets={a.partition: a.first_offset for a in plan.advances(settled)},
+                first_offsets={a.partition: a.first_offset for a in rest},
                 resumed_offsets=resumed,
             )
             return
         # Not applied: rewind to what was not committed so nothing is skipped, then let
         # the process fail (a failure that is not an event's: the environment's, or a
         # transient one that outlasted its retries).
-        for advance in plan.advances(settled):
+        for advance in rest:
             tp = TopicPartition(advance.topic, advance.partition)
             if tp in self._consumer.assignment():
                 self._consumer.seek(tp, advance.first_offset)
@@ -375,7 +324,7 @@ class RefundWorker:
 
     def _committed(
         self,
-        records: Sequence[ConsumerRecord[bytes, bytes]],
+        records: Sequence[Record],
         applied: Sequence[tuple[CancelRequested, CancelOutcome]],
         dead_letters: Sequence[Cause],
         advances: Sequence[OffsetAdvance],
