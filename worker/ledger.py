@@ -156,6 +156,20 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
         | {lock_key("bet", *key) for key in bet_keys},
     )
     snapshot = LedgerSnapshot()
+    await _load_outcomes(conn, snapshot, cancel_keys, bet_keys)
+    await _lock_bets(conn, snapshot, bet_keys)
+    await _lock_accounts(conn, snapshot, account_keys, lone_players)
+    return snapshot
+
+
+async def _load_outcomes(
+    conn: Connection,
+    snapshot: LedgerSnapshot,
+    cancel_keys: set[tuple[str, str]],
+    bet_keys: set[tuple[str, str]],
+) -> None:
+    """The stored outcomes of the cancels and the tombstones of the bets, into
+    `snapshot`."""
     cancel_providers, cancel_ids = _columns(cancel_keys)
     bet_providers, bet_txs = _columns(bet_keys)
     # Stored outcomes and tombstones in one round trip (a tombstone's outcome is NULL).
@@ -179,6 +193,13 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
             snapshot.outcomes[(row["provider"], row["key"])] = StoredOutcome(
                 row["request_digest"], CancelOutcome.model_validate_json(row["outcome"])
             )
+
+
+async def _lock_bets(
+    conn: Connection, snapshot: LedgerSnapshot, bet_keys: set[tuple[str, str]]
+) -> None:
+    """Row-lock and load the recorded bets, in key order, into `snapshot`."""
+    bet_providers, bet_txs = _columns(bet_keys)
     for row in await conn.fetch(
         """
         SELECT b.provider, b.tx, b.account_id, a.player, a.currency, b.amount, b.state,
@@ -202,6 +223,16 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
             state=BetState(row["state"]),
             cancel_id=row["cancel_id"],
         )
+
+
+async def _lock_accounts(
+    conn: Connection,
+    snapshot: LedgerSnapshot,
+    account_keys: set[tuple[str, str]],
+    lone_players: Sequence[str],
+) -> None:
+    """Row-lock and load, in id order, the accounts of the bets in `snapshot`, those
+    named by (player, currency), and every account of the `lone_players`."""
     players, currencies = _columns(account_keys)
     for row in await conn.fetch(
         """
@@ -218,7 +249,6 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
         lone_players,
     ):
         snapshot.add_account(Account(row["id"], row["player"], row["currency"], row["balance"]))
-    return snapshot
 
 
 async def write_decisions(
