@@ -12,7 +12,6 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Generic, Required, TypedDict, TypeVar, Unpack
 
 import asyncpg
@@ -27,6 +26,7 @@ from schemas.failures import POSTGRESQL, Unavailable
 from worker import ledger
 from worker.decision import Decision, LedgerSnapshot, decide_batch
 from worker.ledger import EventSource, Fenced, OffsetAdvance
+from worker.records import Cause as Cause  # a refusal's cause is a dead letter's
 
 log = structlog.get_logger("worker.apply")
 
@@ -89,15 +89,6 @@ class DecisionFailed(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
-
-
-class Cause(StrEnum):
-    """Why an event went to the dead-letter topic (the `cause` label of its metric)."""
-
-    UNDECODABLE = "undecodable"  # not a CancelRequested of a known schema version
-    CONTRACT = "contract"  # breaks its provider's contract, or names another reply topic
-    DATABASE = "database"  # the database refused it for a reason that will not pass
-    DECISION = "decision"  # deciding it raised
 
 
 @dataclass(frozen=True)

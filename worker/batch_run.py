@@ -11,12 +11,12 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import CancelOutcome, CancelRequested
 from worker import ledger
-from worker.apply import Cause, DecideBatch, Isolation, Refusal, apply_batch
+from worker.apply import DecideBatch, Isolation, Refusal, apply_batch
 from worker.batch_plan import BatchPlan
 from worker.dead_lettering import publish_dead_letters
 from worker.faults import FaultInjector
 from worker.metrics import WorkerMetrics
-from worker.records import DeadLetter, Record, Undecodable
+from worker.records import Cause, DeadLetter, Record, Undecodable
 from worker.settings import WorkerSettings
 
 

@@ -21,7 +21,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from schemas import CancelOutcome, CancelRequested
 from worker import ledger
-from worker.apply import Cause, DecideBatch, Isolation, apply_isolating
+from worker.apply import DecideBatch, Isolation, apply_isolating
 from worker.batch_plan import BatchPlan
 from worker.batch_run import BatchContext, BatchRun
 from worker.clients import ClientFactory, kafka_clients
@@ -30,7 +30,7 @@ from worker.faults import FaultInjector
 from worker.health import HealthServer, WorkerStatus, serve_health
 from worker.ledger import Fenced, OffsetAdvance
 from worker.metrics import WorkerMetrics
-from worker.records import Record, decode_record, source
+from worker.records import Cause, Record, decode_record, source
 from worker.reply_tail import Committed, ReplyTail
 from worker.settings import WorkerSettings
 

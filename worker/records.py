@@ -5,6 +5,7 @@ write records one way (every header through `schemas.transport`)."""
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeAlias
 
 import pydantic
@@ -18,13 +19,21 @@ from schemas.transport import (
     encode,
     outcome_headers,
 )
-from worker.apply import Cause
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Headers: TypeAlias = list[tuple[str, bytes]]
 
 REASON_CHARS_MAX = 500
 DEAD_LETTER_HEADERS = frozenset({HEADER_DEAD_LETTER_REASON, HEADER_SOURCE})
+
+
+class Cause(StrEnum):
+    """Why an event went to the dead-letter topic (the `cause` label of its metric)."""
+
+    UNDECODABLE = "undecodable"  # not a CancelRequested of a known schema version
+    CONTRACT = "contract"  # breaks its provider's contract, or names another reply topic
+    DATABASE = "database"  # the database refused it for a reason that will not pass
+    DECISION = "decision"  # deciding it raised
 
 
 @dataclass(frozen=True)
