@@ -26,6 +26,7 @@ from schemas.failures import POSTGRESQL, Unavailable
 from worker import ledger
 from worker.decision import Decision, LedgerSnapshot, decide_batch
 from worker.ledger import EventSource, Fenced, OffsetAdvance
+from worker.records import REASON_CHARS_MAX
 from worker.records import Cause as Cause  # a refusal's cause is a dead letter's
 
 log = structlog.get_logger("worker.apply")
@@ -39,7 +40,6 @@ DecideBatch = Callable[
     [list[CancelRequested], LedgerSnapshot, int], list[tuple[CancelRequested, Decision]]
 ]
 
-REASON_CHARS_MAX = 500
 
 _TRANSIENT_SQLSTATES = frozenset(
     {
