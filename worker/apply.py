@@ -7,23 +7,32 @@ decide (pure), write the effects. Either all of it commits or none of it does.
 """
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import Generic, Required, TypedDict, TypeVar, Unpack
 
 import asyncpg
 import pydantic
 import structlog
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from asyncpg.exceptions._base import DataError as ClientDataError  # not exported publicly
+from asyncpg.transaction import Transaction
 
 from schemas import CancelOutcome, CancelRequested
+from schemas.failures import POSTGRESQL, Unavailable
 from worker import ledger
 from worker.decision import Decision, LedgerSnapshot, decide_batch
 from worker.ledger import EventSource, Fenced, OffsetAdvance
+from worker.records import REASON_CHARS_MAX
+from worker.records import Cause as Cause  # a refusal's cause is a dead letter's
 
 log = structlog.get_logger("worker.apply")
+
+T = TypeVar("T")
+R = TypeVar("R")  # what applying one event gives: its outcome, or its decision
 
 # The decision of a batch, `worker.decision.decide_batch` in production; a parameter so
 # that a test can make it raise through the front door.
@@ -31,7 +40,6 @@ DecideBatch = Callable[
     [list[CancelRequested], LedgerSnapshot, int], list[tuple[CancelRequested, Decision]]
 ]
 
-REASON_CHARS_MAX = 500
 
 _TRANSIENT_SQLSTATES = frozenset(
     {
@@ -81,15 +89,6 @@ class DecisionFailed(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
-
-
-class Cause(StrEnum):
-    """Why an event went to the dead-letter topic (the `cause` label of its metric)."""
-
-    UNDECODABLE = "undecodable"  # not a CancelRequested of a known schema version
-    CONTRACT = "contract"  # breaks its provider's contract, or names another reply topic
-    DATABASE = "database"  # the database refused it for a reason that will not pass
-    DECISION = "decision"  # deciding it raised
 
 
 @dataclass(frozen=True)
@@ -146,38 +145,21 @@ def decide_checked(
     return decided
 
 
-async def apply_batch(
-    pool: asyncpg.Pool,
-    events: Sequence[CancelRequested],
+async def retrying(
+    operation: Callable[[], Awaitable[T]],
     *,
-    group: str,
-    advances: Sequence[OffsetAdvance],
-    now_ms: int,
     attempts_max: int,
     backoff_ms_max: int,
-    before_commit: Callable[[], Awaitable[None]] | None = None,
-    decide: DecideBatch = decide_batch,
-    sources: Sequence[EventSource] | None = None,
     on_retry: Callable[[], None] | None = None,
-) -> list[CancelOutcome]:
-    """Decide and write `events`; returns their outcomes in order. Raises Fenced,
-    DecisionFailed when `decide` raises, and what the database raised when it is not
-    transient or the attempts are spent. `sources`, one per event when given, are
-    stored with the outcomes the events decide (`refundctl cancel show`). `on_retry`
-    is called before each retry of a transient failure (the worker counts them).
-
-    `before_commit` runs inside the transaction once the offsets are ours (the
-    compare-and-set passed) and the writes are done; it may run again on a retry."""
+) -> T:
+    """`operation`, run again after a transient failure (`is_transient`), at most
+    `attempts_max` times in all, with full-jitter backoff. Fenced and DecisionFailed,
+    the last failure and one that is not transient are raised. `on_retry` is called
+    before each retry (the worker counts them)."""
+    assert attempts_max >= 1
     for attempt in range(attempts_max):
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                await ledger.advance_offsets(conn, group, advances)
-                snapshot = await ledger.load_snapshot(conn, events)
-                decided = decide_checked(decide, events, snapshot, now_ms)
-                await ledger.write_decisions(conn, decided, sources)
-                if before_commit is not None:
-                    await before_commit()
-            return [decision.outcome for _, decision in decided]
+            return await operation()
         except (Fenced, DecisionFailed):
             raise
         except Exception as exc:
@@ -190,30 +172,144 @@ async def apply_batch(
     raise AssertionError("unreachable: the loop returns or raises")
 
 
+async def transact(
+    conn: ledger.Connection,
+    events: Sequence[CancelRequested],
+    *,
+    group: str,
+    advances: Sequence[OffsetAdvance],
+    now_ms: int,
+    decide: DecideBatch = decide_batch,
+    sources: Sequence[EventSource] | None = None,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
+) -> list[tuple[CancelRequested, Decision]]:
+    """The batch transaction, once: compare-and-set the offsets, lock and load, decide,
+    write, `before_commit`, commit; the decisions in event order. Inside a transaction
+    already open (a dry run's, see `rolled_back`) it is a savepoint of it, kept until
+    that one is rolled back. Raises Fenced, DecisionFailed, and what the database
+    raised (the transaction is then rolled back)."""
+    async with conn.transaction():
+        await ledger.advance_offsets(conn, group, advances)
+        snapshot = await ledger.load_snapshot(conn, events)
+        decided = decide_checked(decide, events, snapshot, now_ms)
+        await ledger.write_decisions(conn, decided, sources)
+        if before_commit is not None:
+            await before_commit()
+    return decided
+
+
+# Where a batch's connection comes from: the pool's `acquire`, or a dry run's held
+# connection (`rolled_back`).
+Connect = Callable[[], AbstractAsyncContextManager[ledger.Connection]]
+
+
+class ApplyOptions(TypedDict, total=False):
+    """How `apply_decided` applies a batch (see there); the first five are required."""
+
+    group: Required[str]
+    advances: Required[Sequence[OffsetAdvance]]
+    now_ms: Required[int]
+    attempts_max: Required[int]
+    backoff_ms_max: Required[int]
+    before_commit: Callable[[], Awaitable[None]] | None
+    decide: DecideBatch
+    sources: Sequence[EventSource] | None
+    on_retry: Callable[[], None] | None
+
+
+async def apply_decided(
+    connect: Connect, events: Sequence[CancelRequested], **options: Unpack[ApplyOptions]
+) -> list[Decision]:
+    """`transact` on a connection from `connect`, retried (`retrying`) up to
+    `attempts_max` times; the decisions in event order (their outcomes, and whether each
+    was stored). `sources`, one per event when given, are stored with the outcomes the
+    events decide (`refundctl cancel show`). `before_commit` runs once the offsets are
+    ours and the writes are done; it may run again on a retry."""
+
+    async def once() -> list[Decision]:
+        async with connect() as conn:
+            decided = await transact(
+                conn,
+                events,
+                group=options["group"],
+                advances=options["advances"],
+                now_ms=options["now_ms"],
+                decide=options.get("decide", decide_batch),
+                sources=options.get("sources"),
+                before_commit=options.get("before_commit"),
+            )
+        return [decision for _, decision in decided]
+
+    return await retrying(
+        once,
+        attempts_max=options["attempts_max"],
+        backoff_ms_max=options["backoff_ms_max"],
+        on_retry=options.get("on_retry"),
+    )
+
+
+async def apply_batch(
+    pool: asyncpg.Pool, events: Sequence[CancelRequested], **options: Unpack[ApplyOptions]
+) -> list[CancelOutcome]:
+    """`apply_decided` on the pool's connections, committed; the outcomes in order."""
+    return [decision.outcome for decision in await apply_decided(pool.acquire, events, **options)]
+
+
+@contextlib.asynccontextmanager
+async def rolled_back(pool: asyncpg.Pool) -> AsyncIterator[Connect]:
+    """A dry run: one connection and one transaction around every batch applied through
+    the `Connect` yielded, rolled back at the end, so each batch is the real
+    transaction (a savepoint), later batches see earlier ones' decisions, and nothing
+    is kept. Begun at the first batch (not while the range's start is sought); its
+    locks are held until the end. A connection lost meanwhile took the earlier batches'
+    decisions with it: Unavailable, not a retry that would count without them."""
+    async with contextlib.AsyncExitStack() as stack:
+        held: list[ledger.Connection] = []  # the connection, once begun
+
+        async def _rollback(conn: ledger.Connection, transaction: Transaction) -> None:
+            if not conn.is_closed():
+                await transaction.rollback()
+
+        @contextlib.asynccontextmanager
+        async def connect() -> AsyncIterator[ledger.Connection]:
+            if not held:
+                conn = await stack.enter_async_context(pool.acquire())
+                transaction = conn.transaction()
+                await transaction.start()
+                stack.push_async_callback(_rollback, conn, transaction)
+                held.append(conn)
+            if held[0].is_closed():
+                raise Unavailable(POSTGRESQL, "the dry run's database connection was lost")
+            yield held[0]
+
+        yield connect
+
+
 # --- isolating the events a batch fails on -------------------------------------------
 
 # Applies entries [lo, hi) of a batch in one transaction, leaving out (and, where the
 # caller publishes dead letters, dead-lettering) the entries of `refused` in that range;
-# returns the outcomes of the others, in order. Raises as `apply_batch` does.
-Attempt = Callable[[int, int, Mapping[int, Refusal]], Awaitable[Sequence[CancelOutcome]]]
+# returns what applying the others gave (their outcomes, or decisions), in order. Raises
+# as `apply_batch` does.
+Attempt = Callable[[int, int, Mapping[int, Refusal]], Awaitable[Sequence[R]]]
 
 
 @dataclass(frozen=True)
-class Isolation:
+class Isolation(Generic[R]):
     """What `apply_isolating` did: entries [0, settled) are committed, the others not.
 
-    `outcomes` and `refused` hold the committed entries' outcomes and refusals by entry
+    `outcomes` and `refused` hold the committed entries' results and refusals by entry
     index. `stopped` is the failure that ended it early (Fenced, or one that is not the
     events' fault), for the caller to handle; None when every entry is settled."""
 
-    outcomes: dict[int, CancelOutcome]
+    outcomes: dict[int, R]
     refused: dict[int, Refusal]
     settled: int
     attempts: int
     stopped: BaseException | None
 
 
-async def apply_isolating(blamable: Sequence[bool], attempt: Attempt) -> Isolation:
+async def apply_isolating(blamable: Sequence[bool], attempt: Attempt[R]) -> Isolation[R]:
     """Apply entries [0, len(blamable)) in as few transactions as the failures allow.
 
     First all of them in one transaction. A range whose transaction fails for a reason
@@ -229,7 +325,7 @@ async def apply_isolating(blamable: Sequence[bool], attempt: Attempt) -> Isolati
     most 3k + 1 transactions (the 1: a batch without live events)."""
     live_total = sum(blamable)
     attempts_max = 3 * live_total + 1
-    outcomes: dict[int, CancelOutcome] = {}
+    outcomes: dict[int, R] = {}
     refused: dict[int, Refusal] = {}
     pending = [(0, len(blamable))]  # a stack: the next range to apply is on top
     attempts = 0

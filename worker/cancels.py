@@ -24,14 +24,14 @@ from schemas.database import DatabaseSettings
 from schemas.money import MoneyError
 from schemas.transport import KafkaSettings
 from worker import dead_letters, ledger
-from worker.replay import read_range
-from worker.status import (
+from worker.ops.access import (
     OperationError,
     connect_db,
     log_bounds,
     standalone_consumer,
     topic_partitions,
 )
+from worker.ops.reader import read_range
 
 SCAN_RECORDS_MAX = 20_000  # dead-letter records read per look-up, over all partitions
 _CHUNK_MAX = 500

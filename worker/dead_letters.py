@@ -33,8 +33,7 @@ from schemas.failures import KAFKA, Unavailable
 from schemas.transport import HEADER_DEAD_LETTER_REASON, HEADER_SOURCE, KafkaSettings
 from worker import ledger
 from worker.ledger import RedriveClaim, RedrivePosition
-from worker.replay import read_range
-from worker.status import (
+from worker.ops.access import (
     KAFKA_TIMEOUT_S,
     bounded,
     connect_db,
@@ -42,9 +41,10 @@ from worker.status import (
     standalone_consumer,
     topic_partitions,
 )
+from worker.ops.reader import read_range
+from worker.records import redriven_headers
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
-DEAD_LETTER_HEADERS = frozenset({HEADER_DEAD_LETTER_REASON, HEADER_SOURCE})
 CHUNK_MAX = 500  # dead letters per redrive transaction
 _ID = re.compile(r"([0-9]{1,9}):([0-9]{1,18})")
 
@@ -200,7 +200,7 @@ async def _redrive_chunk(
                         requests,
                         r.value,
                         key=r.key,
-                        headers=[(k, v) for k, v in r.headers if k not in DEAD_LETTER_HEADERS],
+                        headers=redriven_headers(r.headers),
                     ),
                     f"publishing to {requests}",
                 )

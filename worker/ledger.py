@@ -126,19 +126,17 @@ async def stored_offsets(
     return {row["partition"]: row["next_offset"] for row in rows}
 
 
-async def raise_offsets(conn: Connection, group: str, topic: str, floor: dict[int, int]) -> None:
-    """Move stored offsets up to the log start where retention removed older events."""
+async def reset_offsets(conn: Connection, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Set stored offsets that lie outside the log (retention, a recreated topic) to
+    where the worker restarts: re-applying is harmless, skipping would lose refunds."""
     await conn.execute(
-        """
-        UPDATE consumer_offsets o SET next_offset = t.floor, updated_at = now()
-        FROM unnest($3::int[], $4::bigint[]) AS t(partition, floor)
-        WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = t.partition
-          AND o.next_offset < t.floor
-        """,
+        "UPDATE consumer_offsets SET next_offset = t.o FROM unnest($3::int[],"
+        " $4::bigint[]) AS t(p, o) WHERE consumer_group = $1 AND topic = $2"
+        " AND partition = t.p",
         group,
         topic,
-        list(floor),
-        list(floor.values()),
+        list(offsets),
+        list(offsets.values()),
     )
 
 
@@ -158,6 +156,20 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
         | {lock_key("bet", *key) for key in bet_keys},
     )
     snapshot = LedgerSnapshot()
+    await _load_outcomes(conn, snapshot, cancel_keys, bet_keys)
+    await _lock_bets(conn, snapshot, bet_keys)
+    await _lock_accounts(conn, snapshot, account_keys, lone_players)
+    return snapshot
+
+
+async def _load_outcomes(
+    conn: Connection,
+    snapshot: LedgerSnapshot,
+    cancel_keys: set[tuple[str, str]],
+    bet_keys: set[tuple[str, str]],
+) -> None:
+    """The stored outcomes of the cancels and the tombstones of the bets, into
+    `snapshot`."""
     cancel_providers, cancel_ids = _columns(cancel_keys)
     bet_providers, bet_txs = _columns(bet_keys)
     # Stored outcomes and tombstones in one round trip (a tombstone's outcome is NULL).
@@ -181,6 +193,13 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
             snapshot.outcomes[(row["provider"], row["key"])] = StoredOutcome(
                 row["request_digest"], CancelOutcome.model_validate_json(row["outcome"])
             )
+
+
+async def _lock_bets(
+    conn: Connection, snapshot: LedgerSnapshot, bet_keys: set[tuple[str, str]]
+) -> None:
+    """Row-lock and load the recorded bets, in key order, into `snapshot`."""
+    bet_providers, bet_txs = _columns(bet_keys)
     for row in await conn.fetch(
         """
         SELECT b.provider, b.tx, b.account_id, a.player, a.currency, b.amount, b.state,
@@ -204,6 +223,16 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
             state=BetState(row["state"]),
             cancel_id=row["cancel_id"],
         )
+
+
+async def _lock_accounts(
+    conn: Connection,
+    snapshot: LedgerSnapshot,
+    account_keys: set[tuple[str, str]],
+    lone_players: Sequence[str],
+) -> None:
+    """Row-lock and load, in id order, the accounts of the bets in `snapshot`, those
+    named by (player, currency), and every account of the `lone_players`."""
     players, currencies = _columns(account_keys)
     for row in await conn.fetch(
         """
@@ -220,7 +249,6 @@ async def load_snapshot(conn: Connection, events: Sequence[CancelRequested]) -> 
         lone_players,
     ):
         snapshot.add_account(Account(row["id"], row["player"], row["currency"], row["balance"]))
-    return snapshot
 
 
 async def write_decisions(

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from worker.apply import Cause
+from worker.records import Cause
 
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 TRANSACTION_BUCKETS_S = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -74,6 +74,12 @@ class WorkerMetrics:
         self.fenced = Counter(
             "refund_worker_fenced_batches",
             "Batches refused because the stored offsets moved",
+            registry=self.registry,
+        )
+        self.late_replies = Counter(
+            "refund_worker_late_replies_skipped",
+            "Outcomes applied and stored but not published: their deadline passed more"
+            " than the clock-skew grace ago, so no ingress awaits them",
             registry=self.registry,
         )
         self.batch_retries = Counter(

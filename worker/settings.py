@@ -24,6 +24,9 @@ class WorkerSettings:
     # revoked or the worker stops; a rebalance must not wait on the broker's answers.
     tail_wait_ms_max: int = 5_000
     reply_publish_timeout_ms: int = 10_000  # replies later than this help no one
+    # A reply whose event's deadline passed more than this ago is not published (no
+    # ingress awaits it; the outcome is stored and a retry receives it): clock skew.
+    late_reply_grace_ms: int = 10_000
     kafka_commit_timeout_ms: int = 5_000  # the Kafka commit is for lag tools only
     dead_letter_timeout_ms: int = 10_000  # dead letters land, or the batch is retried
     # A (re)join of the consumer group that takes longer is stuck: the process exits.
@@ -38,6 +41,7 @@ class WorkerSettings:
         assert 1 <= self.apply_attempts_max <= 100
         assert 0 < self.tail_wait_ms_max <= 60_000
         assert 0 < self.reply_publish_timeout_ms <= 60_000
+        assert 0 <= self.late_reply_grace_ms <= 3_600_000
         assert 0 < self.kafka_commit_timeout_ms <= 60_000
         assert 0 < self.dead_letter_timeout_ms <= 60_000
         # Dead letters are published inside the batch's transaction: the server must not

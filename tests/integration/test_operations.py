@@ -41,8 +41,8 @@ from tests.support import (
     running_worker,
     seed_bet,
 )
-from worker.replay import start_offsets
-from worker.status import log_bounds, standalone_consumer
+from worker.ops.access import log_bounds, standalone_consumer
+from worker.ops.reader import start_offsets
 
 pytestmark = pytest.mark.integration
 

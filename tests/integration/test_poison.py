@@ -29,9 +29,10 @@ from schemas.transport import KafkaSettings, encode
 from tests.support import assert_conservation, balance, cancel_event, reply_client, seed_bet
 from worker import ledger
 from worker.apply import Cause, Refusal, apply_isolating
-from worker.consumer import RefundWorker, contract_violation
+from worker.consumer import RefundWorker
 from worker.dead_letters import list_dead_letters
 from worker.decision import Decision, LedgerSnapshot, decide_batch
+from worker.records import contract_violation
 from worker.replay import Window, replay
 
 Json = dict[str, Any]
@@ -574,7 +575,7 @@ def test_refusals_name_their_cause() -> None:
 def test_the_ranges_of_a_batch_chain_their_offsets() -> None:
     from aiokafka.structs import ConsumerRecord
 
-    from worker.consumer import _BatchPlan
+    from worker.batch_plan import BatchPlan as _BatchPlan
     from worker.ledger import OffsetAdvance
 
     def record(partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:

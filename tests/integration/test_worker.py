@@ -1,6 +1,7 @@
 """The worker against the real broker and database: exactly-once apply and outcomes."""
 
 import asyncio
+import time
 from decimal import Decimal
 
 import asyncpg
@@ -20,6 +21,7 @@ from tests.support import (
     seed_bet,
 )
 from worker import ledger
+from worker.clients import kafka_clients
 from worker.consumer import RefundWorker
 from worker.ledger import Fenced, LedgerRefusal, OffsetAdvance
 
@@ -304,12 +306,13 @@ async def test_fenced_batch_publishes_no_dead_letters(env, kafka, db) -> None:  
             )
         settings = config.worker_settings(env)
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-        zombie = RefundWorker(settings, pool)
-        await zombie._producer.start()  # process() without run(): no group membership
+        clients = kafka_clients(settings)
+        zombie = RefundWorker(settings, pool, clients=lambda _: clients)
+        await clients.producer.start()  # process() without run(): no group membership
         try:
             await zombie.process({tp: [record]})
         finally:
-            await zombie._producer.stop()
+            await clients.producer.stop()
             await pool.close()
         ends = await reader.end_offsets(
             [TopicPartition(kafka.topics.dead_letters, p) for p in range(kafka.request_partitions)]
@@ -318,3 +321,53 @@ async def test_fenced_batch_publishes_no_dead_letters(env, kafka, db) -> None:  
         await reader.stop()
     assert zombie.metrics.registry.get_sample_value("refund_worker_fenced_batches_total") == 1
     assert sum(ends.values()) == 0, f"the fenced batch dead-lettered: {ends}"
+
+
+async def test_a_late_event_is_applied_and_stored_but_not_replied(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+    """SPEC "Deadline": the money is owed, so a late event is applied; but its deadline
+    passed more than the clock-skew grace ago, so no ingress awaits its reply."""
+    await seed_bet(db, "bet-1")
+    async with reply_client(kafka) as client:
+        late = cancel_event(
+            client, cancel_id="c-late", bet_tx="bet-1", deadline_ms=time.time_ns() // 10**6 - 60_000
+        )
+        producer = AIOKafkaProducer(**kafka.producer_options())
+        await producer.start()
+        try:
+            await producer.send_and_wait(kafka.topics.requests, encode(late), key=b"p1")
+        finally:
+            await producer.stop()
+        async with running_worker(env):
+
+            async def stored() -> bool:
+                return bool(
+                    await db.fetchval(
+                        "SELECT count(*) FROM cancel_outcomes WHERE cancel_id = 'c-late'"
+                    )
+                )
+
+            await wait_until(stored, timeout_s=30)
+            fresh = await request_one(client, cancel_event(client, cancel_id="c-2", bet_tx="x"))
+        assert fresh.outcome is Outcome.BET_UNKNOWN
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers, fetch_max_wait_ms=kafka.fetch_max_wait_ms
+        )
+        await reader.start()
+        try:
+            tp = TopicPartition(client.reply_to.topic, client.reply_to.partition)
+            reader.assign([tp])
+            reader.seek(tp, 0)
+            end = (await reader.end_offsets([tp]))[tp]
+            replied: set[bytes] = set()
+            for _ in range(30):  # at most 30 s
+                if await reader.position(tp) >= end:
+                    break
+                for records in (await reader.getmany(tp, timeout_ms=1_000)).values():
+                    replied.update(r.key for r in records if r.key is not None)
+        finally:
+            await reader.stop()
+    assert fresh.correlation_id.encode() in replied
+    assert late.correlation_id.encode() not in replied, "a reply nobody awaits was published"
+    assert await balance(db) == Decimal("100.00")  # applied all the same
+    assert await db.fetchval("SELECT state FROM bets WHERE tx = 'bet-1'") == "cancelled"
+    await assert_conservation(db)
