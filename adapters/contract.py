@@ -24,7 +24,6 @@ from schemas import (
 
 REQUEST_BYTES_MAX = 1024 * 1024  # bodies over 1 MiB are refused (spec)
 TIMESTAMP_SKEW_MAX_MS = 300_000  # requests more than 300 s off the server clock are refused
-ID_CHARS_MAX = 256  # provider ids longer than this are refused as invalid
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,18 @@ from pydantic import ValidationError
 from adapters import jsonbody
 from adapters.contract import Accepted, Envelope, Outcomes, Request, Response, Route, request_digest
 from adapters.settings import ProviderSecrets
-from schemas import CancelItem, CancelOutcome, CancelRequested, Outcome, Provider
+from schemas import (
+    TEXT_CHARS_MAX,
+    CancelItem,
+    CancelOutcome,
+    CancelRequested,
+    Outcome,
+    Provider,
+)
 
 PATH = "/naga/cancelBet"
 SIGNATURE_HEADER = "x-signature"
 SIGNATURE_CHARS_MAX = 2048  # base64 of an 8192-bit RSA signature is 1368 characters
-BET_ID_CHARS_MAX = 256  # the seed says 36; an id is not refused for being longer
 PLAYER_TOKEN_CHARS_MAX = 255  # seed: "String (length: 255)"
 RSA_KEY_BITS_MIN = 2048  # NIST SP 800-131A: shorter RSA keys are not acceptable
 
@@ -231,7 +237,7 @@ def parse(body: Mapping[str, Any]) -> NagaCancel:
     data = jsonbody.require_object(body.get("data"), "field 'data'")
     if "betId" not in data:
         raise jsonbody.BodyError("missing field 'betId'")
-    bet_id = _utf8_string(data, "betId", 1, BET_ID_CHARS_MAX)
+    bet_id = _utf8_string(data, "betId", 1, TEXT_CHARS_MAX)  # the seed says 36: longer passes
     player_token = None
     if data.get("playerToken") is not None:  # absent or null: the token is not enabled
         player_token = _utf8_string(data, "playerToken", 0, PLAYER_TOKEN_CHARS_MAX)
