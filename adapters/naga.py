@@ -42,13 +42,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import ValidationError
 
 from adapters import jsonbody
-from adapters.contract import Accepted, Envelope, Outcomes, Request, Response, Route, request_digest
+from adapters.contract import Accepted, CancelFields, Outcomes, Request, Response, Route
 from adapters.settings import ProviderSecrets
 from schemas import (
     TEXT_CHARS_MAX,
     CancelItem,
     CancelOutcome,
-    CancelRequested,
     Outcome,
     Provider,
 )
@@ -245,21 +244,10 @@ def parse(body: Mapping[str, Any]) -> NagaCancel:
     return NagaCancel(bet_id=bet_id, player_token=player_token, unknown_fields=unknown)
 
 
-def to_event(cancel: NagaCancel, envelope: Envelope, now_ms: int) -> CancelRequested:
+def to_fields(cancel: NagaCancel) -> CancelFields:
     """The bet is the cancel: player, amount and currency come from the recorded bet."""
-    items = [CancelItem(bet_tx=cancel.bet_id, amount=None)]
-    return CancelRequested(
-        correlation_id=envelope.correlation_id(0),
-        provider=Provider.NAGA,
-        cancel_id=cancel.bet_id,
-        player=None,
-        currency=None,
-        items=items,
-        request_digest=request_digest(Provider.NAGA, cancel.bet_id, None, None, items),
-        reply_to=envelope.reply_to,
-        deadline_ms=envelope.deadline_ms,
-        requested_at_ms=now_ms,
-    )
+    items = (CancelItem(bet_tx=cancel.bet_id, amount=None),)
+    return CancelFields(Provider.NAGA, cancel.bet_id, None, None, items)
 
 
 # Answers.
@@ -279,11 +267,16 @@ def canceled(bet_id: str) -> Response:
 
 
 def bad_request() -> Response:
-    """The answer to an invalid request, and to a body the ingress refuses unread."""
+    """The answer to an invalid request."""
     return reply(400, MESSAGE_BAD_REQUEST)
 
 
-def accept(request: Request, envelope: Envelope, config: NagaConfig) -> Accepted | Response:
+def refused(received_at_ms: int) -> Response:
+    """The answer to a body the ingress refuses unread: a bad request."""
+    return bad_request()
+
+
+def accept(request: Request, config: NagaConfig) -> Accepted | Response:
     try:
         body = jsonbody.require_object(jsonbody.loads(request.body))
         data, given_hash = signed_parts(body)
@@ -294,16 +287,17 @@ def accept(request: Request, envelope: Envelope, config: NagaConfig) -> Accepted
         return reply(401, MESSAGE_INVALID_SIGNATURE)
     try:
         cancel = parse(body)
-        event = to_event(cancel, envelope, request.received_at_ms)
+        fields = to_fields(cancel)
     except (jsonbody.BodyError, ValidationError):
         return bad_request()
-    return Accepted(events=(event,), parsed=cancel, unknown_fields=cancel.unknown_fields)
+    return Accepted(
+        cancels=(fields,), answer=partial(render, cancel), unknown_fields=cancel.unknown_fields
+    )
 
 
-def render(accepted: Accepted, outcomes: Outcomes) -> Response:
+def render(cancel: NagaCancel, outcomes: Outcomes) -> Response:
+    """The answer to the one outcome: the bet cancelled (now or before), or why not."""
     assert len(outcomes) == 1
-    cancel = accepted.parsed
-    assert isinstance(cancel, NagaCancel)
     outcome: CancelOutcome | None = outcomes[0]
     if outcome is None:  # no outcome in time: Naga may retry; the worker still applies it
         return reply(503, MESSAGE_UNAVAILABLE)
@@ -320,7 +314,6 @@ def routes(secrets: ProviderSecrets) -> list[Route]:
             path=PATH,
             provider=Provider.NAGA,
             accept=partial(accept, config=config),
-            render=render,
-            invalid=bad_request,
+            invalid=refused,
         ),
     ]

@@ -23,20 +23,18 @@ from typing import Any
 from adapters import jsonbody
 from adapters.contract import (
     Accepted,
-    Envelope,
+    CancelFields,
     Outcomes,
     Request,
     Response,
     Route,
     epoch_ms,
-    request_digest,
     within_skew,
 )
 from adapters.settings import ProviderSecrets
 from schemas import (
     CancelItem,
     CancelOutcome,
-    CancelRequested,
     MoneyError,
     Outcome,
     Provider,
@@ -141,21 +139,12 @@ def parse(body: Mapping[str, Any], now_ms: int) -> ScorpioCancel:
     )
 
 
-def to_event(cancel: ScorpioCancel, envelope: Envelope, now_ms: int) -> CancelRequested:
-    items = [CancelItem(bet_tx=cancel.reference_id, amount=cancel.amount, round_id=cancel.round_id)]
-    return CancelRequested(
-        correlation_id=envelope.correlation_id(0),
-        provider=Provider.SCORPIO,
-        cancel_id=cancel.transaction_id,
-        player=cancel.player_id,
-        currency=cancel.currency,
-        items=items,
-        request_digest=request_digest(
-            Provider.SCORPIO, cancel.transaction_id, cancel.player_id, cancel.currency, items
-        ),
-        reply_to=envelope.reply_to,
-        deadline_ms=envelope.deadline_ms,
-        requested_at_ms=now_ms,
+def to_fields(cancel: ScorpioCancel) -> CancelFields:
+    items = (
+        CancelItem(bet_tx=cancel.reference_id, amount=cancel.amount, round_id=cancel.round_id),
+    )
+    return CancelFields(
+        Provider.SCORPIO, cancel.transaction_id, cancel.player_id, cancel.currency, items
     )
 
 
@@ -164,7 +153,12 @@ def reply(status_code: str, balance: Decimal | None = None) -> Response:
     return Response(status=200, body=jsonbody.dumps(body))
 
 
-def accept(request: Request, envelope: Envelope, config: ScorpioConfig) -> Accepted | Response:
+def refused(received_at_ms: int) -> Response:
+    """The answer to a body the ingress refuses unread."""
+    return reply(STATUS_UNKNOWN)
+
+
+def accept(request: Request, config: ScorpioConfig) -> Accepted | Response:
     try:
         body = jsonbody.require_object(jsonbody.loads(request.body))
     except jsonbody.BodyError:
@@ -176,13 +170,14 @@ def accept(request: Request, envelope: Envelope, config: ScorpioConfig) -> Accep
     except (jsonbody.BodyError, MoneyError):
         return reply(STATUS_UNKNOWN)
     return Accepted(
-        events=(to_event(cancel, envelope, request.received_at_ms),),
-        parsed=cancel,
+        cancels=(to_fields(cancel),),
+        answer=partial(render, cancel),
         unknown_fields=jsonbody.unknown_fields(body, FIELDS),
     )
 
 
-def render(accepted: Accepted, outcomes: Outcomes) -> Response:
+def render(cancel: ScorpioCancel, outcomes: Outcomes) -> Response:
+    """The answer to the one outcome (Scorpio's answer names nothing of the request)."""
     assert len(outcomes) == 1
     outcome: CancelOutcome | None = outcomes[0]
     if outcome is None:  # no outcome in time: the provider retries
@@ -198,7 +193,6 @@ def routes(secrets: ProviderSecrets) -> list[Route]:
             path="/scorpio",
             provider=Provider.SCORPIO,
             accept=partial(accept, config=config),
-            render=render,
-            invalid=partial(reply, STATUS_UNKNOWN),
+            invalid=refused,
         )
     ]

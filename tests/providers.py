@@ -29,7 +29,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import strategies as st
 
+from adapters.contract import Accepted, Envelope
 from refundctl import config
+from schemas import CancelRequested
 
 Refusal = Literal["invalid", "auth"]
 FieldPath = tuple[str | int, ...]
@@ -117,6 +119,11 @@ class Keys:
             naga_key=_other_rsa_key(),
             amb_api_key="wrong-amb-api-key",
         )
+
+
+def stamped(accepted: Accepted, envelope: Envelope) -> tuple[CancelRequested, ...]:
+    """The events the ingress publishes for `accepted`: its cancels, `envelope` stamped on."""
+    return envelope.stamp(accepted.cancels)
 
 
 # Requests.

@@ -361,5 +361,5 @@ def test_amb_authenticates_before_the_size_answer() -> None:
 def test_other_routes_answer_a_too_large_body_as_invalid() -> None:
     secrets = ProviderSecrets("s", "m", "h", b"", "agent", "key")
     single, bulk = hpgames.routes(secrets)
-    assert single.too_large({}, 0) == single.invalid()
+    assert single.too_large({}, 0) == single.invalid(0)
     assert json.loads(bulk.too_large({}, 0).body)["cancelDebitResponses"][0]["errorCode"] == 2
