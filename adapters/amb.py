@@ -33,13 +33,14 @@ from adapters.contract import (
     Accepted,
     CancelFields,
     Outcomes,
+    ProviderAdapter,
     Request,
     Response,
     Route,
     epoch_ms,
     within_skew,
 )
-from adapters.settings import ProviderSecrets
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     CancelItem,
     CancelOutcome,
@@ -50,6 +51,9 @@ from schemas import (
     validate_currency,
 )
 from schemas.events import ITEMS_MAX
+
+AGENT_USERNAME = Secret("AMB_AGENT_USERNAME", dev_value="dev-amb-agent")
+API_KEY = Secret("AMB_API_KEY", dev_value="dev-amb-api-key", shared=True)
 
 PATH = "/amb/cancelTips"
 AUTHORIZATION_HEADER = "authorization"
@@ -314,8 +318,8 @@ def render(cancel: AmbCancel, outcomes: Outcomes) -> Response:
 
 def routes(secrets: ProviderSecrets) -> list[Route]:
     config = AmbConfig(
-        agent_username=secrets.amb_agent_username.encode(),
-        api_key=secrets.amb_api_key.encode(),
+        agent_username=secrets.value(AGENT_USERNAME.variable).encode(),
+        api_key=secrets.value(API_KEY.variable).encode(),
     )
     return [
         Route(
@@ -326,3 +330,6 @@ def routes(secrets: ProviderSecrets) -> list[Route]:
             refuse_too_large=partial(too_large, config=config),
         ),
     ]
+
+
+ADAPTER = ProviderAdapter(Provider.AMB, secrets=(AGENT_USERNAME, API_KEY), routes=routes)

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     CancelItem,
     CancelOutcome,
@@ -131,6 +132,16 @@ class Route:
         if self.refuse_too_large is None:
             return self.invalid(received_at_ms)
         return self.refuse_too_large(headers, received_at_ms)
+
+
+@dataclass(frozen=True)
+class ProviderAdapter:
+    """A provider module as the routing table and the configuration see it: the
+    credentials it declares, and its routes once they are read."""
+
+    provider: Provider
+    secrets: tuple[Secret, ...]
+    routes: Callable[[ProviderSecrets], list[Route]]
 
 
 def request_digest(

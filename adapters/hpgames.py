@@ -74,13 +74,14 @@ from adapters.contract import (
     Accepted,
     CancelFields,
     Outcomes,
+    ProviderAdapter,
     Request,
     Response,
     Route,
     epoch_ms,
     within_skew,
 )
-from adapters.settings import ProviderSecrets
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     CURRENCY_MINOR_UNITS,
     CancelItem,
@@ -90,6 +91,9 @@ from schemas import (
     validate_amount,
     validate_currency,
 )
+
+MERCHANT_ID = Secret("HPGAMES_MERCHANT_ID", dev_value="21385394-6dda-4171-a003-02fa4a975643")
+SECRET_KEY = Secret("HPGAMES_SECRET_KEY", dev_value="dev-hpgames-secret", shared=True)
 
 PATH_CANCEL = "/hpgames/cancelDebit"
 PATH_BULK_CANCEL = "/hpgames/bulkCancelDebit"
@@ -540,7 +544,8 @@ def routes(secrets: ProviderSecrets, seen: SeenHashes | None = None) -> list[Rou
     defence's state, shared by both routes; one per ingress instance (a fresh one with
     the default bound when not given)."""
     config = HPGamesConfig(
-        merchant_id=secrets.hpgames_merchant_id, secret_key=secrets.hpgames_secret_key.encode()
+        merchant_id=secrets.value(MERCHANT_ID.variable),
+        secret_key=secrets.value(SECRET_KEY.variable).encode(),
     )
     seen = SeenHashes() if seen is None else seen
     return [
@@ -557,3 +562,6 @@ def routes(secrets: ProviderSecrets, seen: SeenHashes | None = None) -> list[Rou
             invalid=bulk_refused,
         ),
     ]
+
+
+ADAPTER = ProviderAdapter(Provider.HPGAMES, secrets=(MERCHANT_ID, SECRET_KEY), routes=routes)

@@ -36,14 +36,22 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any, Self
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import ValidationError
 
 from adapters import jsonbody
-from adapters.contract import Accepted, CancelFields, Outcomes, Request, Response, Route
-from adapters.settings import ProviderSecrets
+from adapters.contract import (
+    Accepted,
+    CancelFields,
+    Outcomes,
+    ProviderAdapter,
+    Request,
+    Response,
+    Route,
+)
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     TEXT_CHARS_MAX,
     CancelItem,
@@ -106,6 +114,19 @@ class NagaConfig:
                 f" at least {RSA_KEY_BITS_MIN} bits are required"
             )
         return cls(public_key=key)
+
+
+def load_public_key(pem: bytes) -> NagaConfig:
+    """`NagaConfig.from_pem`, every refusal a ValueError (a key that cannot work: the
+    process refuses to start)."""
+    try:
+        return NagaConfig.from_pem(pem)
+    except (TypeError, UnsupportedAlgorithm) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+# Naga's PEM public key, from a file (the dev stack makes a key pair of its own).
+PUBLIC_KEY_FILE = Secret("NAGA_PUBLIC_KEY_FILE", file=True, check=load_public_key)
 
 
 @dataclass(frozen=True)
@@ -308,7 +329,7 @@ def render(cancel: NagaCancel, outcomes: Outcomes) -> Response:
 
 
 def routes(secrets: ProviderSecrets) -> list[Route]:
-    config = NagaConfig.from_pem(secrets.naga_public_key_pem)
+    config = NagaConfig.from_pem(secrets.file(PUBLIC_KEY_FILE.variable))
     return [
         Route(
             path=PATH,
@@ -317,3 +338,6 @@ def routes(secrets: ProviderSecrets) -> list[Route]:
             invalid=refused,
         ),
     ]
+
+
+ADAPTER = ProviderAdapter(Provider.NAGA, secrets=(PUBLIC_KEY_FILE,), routes=routes)

@@ -25,13 +25,14 @@ from adapters.contract import (
     Accepted,
     CancelFields,
     Outcomes,
+    ProviderAdapter,
     Request,
     Response,
     Route,
     epoch_ms,
     within_skew,
 )
-from adapters.settings import ProviderSecrets
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     CancelItem,
     CancelOutcome,
@@ -41,6 +42,8 @@ from schemas import (
     validate_amount,
     validate_currency,
 )
+
+API_TOKEN = Secret("SCORPIO_API_TOKEN", dev_value="dev-scorpio-token", shared=True)
 
 SIGNATURE_HEADER = "x-request-signature"
 SIGNATURE_CHARS_MAX = 200
@@ -187,7 +190,7 @@ def render(cancel: ScorpioCancel, outcomes: Outcomes) -> Response:
 
 
 def routes(secrets: ProviderSecrets) -> list[Route]:
-    config = ScorpioConfig(api_token=secrets.scorpio_api_token.encode())
+    config = ScorpioConfig(api_token=secrets.value(API_TOKEN.variable).encode())
     return [
         Route(
             path="/scorpio",
@@ -196,3 +199,6 @@ def routes(secrets: ProviderSecrets) -> list[Route]:
             invalid=refused,
         )
     ]
+
+
+ADAPTER = ProviderAdapter(Provider.SCORPIO, secrets=(API_TOKEN,), routes=routes)

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import strategies as st
 
 from adapters.contract import Accepted, Envelope
+from adapters.secrets import ProviderSecrets
 from refundctl import config
 from schemas import CancelRequested
 
@@ -82,6 +83,15 @@ def secrets_env(naga_key_dir: Path) -> dict[str, str]:
         **config.DEV_SECRETS,
         "NAGA_PUBLIC_KEY_FILE": str(naga_key_dir / "naga-dev-public.pem"),
     }
+
+
+def provider_secrets(naga_public_key_pem: bytes = b"", **values: str) -> ProviderSecrets:
+    """Secrets to build routes with in a test: the dev values, with `values` (by variable
+    name) instead, and Naga's public key."""
+    return ProviderSecrets(
+        values={**config.DEV_SECRETS, **values},
+        files={"NAGA_PUBLIC_KEY_FILE": naga_public_key_pem},
+    )
 
 
 @functools.cache

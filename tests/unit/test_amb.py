@@ -13,7 +13,7 @@ import pytest
 
 from adapters import amb, jsonbody
 from adapters.contract import Accepted, Envelope, Request, Response, request_digest
-from adapters.settings import ProviderSecrets
+from adapters.secrets import ProviderSecrets
 from schemas import (
     CancelItem,
     CancelOutcome,
@@ -23,7 +23,7 @@ from schemas import (
     Provider,
     ReplyTo,
 )
-from tests.providers import stamped
+from tests.providers import provider_secrets, stamped
 
 AGENT = "agent001"
 API_KEY = "851d8beb-2055-4107-bd77-63efd76fdead"
@@ -597,14 +597,7 @@ def test_a_retry_hears_the_same_answer(kind: Outcome) -> None:
 
 
 def _secrets() -> ProviderSecrets:
-    return ProviderSecrets(
-        scorpio_api_token="s",
-        hpgames_merchant_id="m",
-        hpgames_secret_key="k",
-        naga_public_key_pem=b"",
-        amb_agent_username=AGENT,
-        amb_api_key=API_KEY,
-    )
+    return provider_secrets(AMB_AGENT_USERNAME=AGENT, AMB_API_KEY=API_KEY)
 
 
 def test_routes_bind_the_configured_credentials() -> None:

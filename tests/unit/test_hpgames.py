@@ -14,9 +14,8 @@ import pytest
 
 from adapters import hpgames
 from adapters.contract import Accepted, Envelope, Request, Response
-from adapters.settings import ProviderSecrets
 from schemas import CancelOutcome, ItemResult, Outcome, Provider, ReplyTo
-from tests.providers import stamped
+from tests.providers import provider_secrets, stamped
 
 SECRET = "hpgames-test-secret"
 MERCHANT = "21385394-6dda-4171-a003-02fa4a975643"  # the seed example's merchant id
@@ -902,14 +901,7 @@ def test_bulk_timeouts_are_per_event() -> None:
 
 
 def test_routes_bind_the_configuration() -> None:
-    secrets = ProviderSecrets(
-        scorpio_api_token="s",
-        hpgames_merchant_id=MERCHANT,
-        hpgames_secret_key=SECRET,
-        naga_public_key_pem=b"",
-        amb_agent_username="u",
-        amb_api_key="k",
-    )
+    secrets = provider_secrets(HPGAMES_MERCHANT_ID=MERCHANT, HPGAMES_SECRET_KEY=SECRET)
     single, many = hpgames.routes(secrets)
     assert (single.path, many.path) == ("/hpgames/cancelDebit", "/hpgames/bulkCancelDebit")
     assert single.provider is many.provider is Provider.HPGAMES

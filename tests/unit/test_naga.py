@@ -19,9 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from adapters import jsonbody, naga
 from adapters.contract import Accepted, Envelope, Request, Response, request_digest
-from adapters.settings import ProviderSecrets
 from schemas import CancelItem, CancelOutcome, ItemResult, Outcome, Provider, ReplyTo
-from tests.providers import stamped
+from tests.providers import provider_secrets, stamped
 
 SEED_BET_ID = "41984486-2234-4aa8-be82-df58eab8b121"  # the seed example's betId
 SEED_DATA_HASH = "7884a27f65954d52346fd51e43fbba9cdfeca81f08d67782e2addb99069434e9"
@@ -683,14 +682,7 @@ def test_from_pem_refuses_anything_but_an_rsa_public_key(pem: bytes) -> None:
 
 
 def test_routes_bind_the_configured_key(signer: Signer, other_key: rsa.RSAPrivateKey) -> None:
-    secrets = ProviderSecrets(
-        scorpio_api_token="s",
-        hpgames_merchant_id="m",
-        hpgames_secret_key="k",
-        naga_public_key_pem=public_pem(signer.private_key),
-        amb_agent_username="u",
-        amb_api_key="a",
-    )
+    secrets = provider_secrets(public_pem(signer.private_key))
     (route,) = naga.routes(secrets)
     assert route.path == "/naga/cancelBet"
     assert route.provider is Provider.NAGA
