@@ -491,7 +491,8 @@ def test_an_invalid_request_echoes_its_transaction_id() -> None:
 def test_ids_with_control_characters_or_too_long_are_invalid(name: str, value: str) -> None:
     """Issue 11: an unsigned `transactionId` "evil\\u0000…" was published and stopped a
     partition (PostgreSQL refuses NUL). Refused at the door, nothing published."""
-    item = cancel_item(**{name: value})
+    changes: dict[str, Any] = {name: value}
+    item = cancel_item(**changes)
     answer = rejected(accept(item))
     assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
     if name == "transactionId":
@@ -859,7 +860,9 @@ def test_malformed_bulk_body_gets_one_error_in_the_bulk_shape(body: bytes) -> No
 def test_bulk_over_the_item_limit_is_refused_whole() -> None:
     assert hpgames.BULK_ITEMS_MAX == 1000
     body = '{"cancelDebitRequests":[' + ",".join(["{}"] * (hpgames.BULK_ITEMS_MAX + 1)) + "]}"
-    (answer,) = answers(accept_bulk(body.encode()))  # type: ignore[arg-type]
+    refused = accept_bulk(body.encode())
+    assert isinstance(refused, Response)
+    (answer,) = answers(refused)
     assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
 
 

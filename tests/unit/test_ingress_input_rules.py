@@ -286,7 +286,7 @@ def secrets_env(tmp_path: Path, bits: int = 2048, **changes: str) -> dict[str, s
         {"SCORPIO_API_TOKEN": "short"},
     ],
 )
-def test_blank_and_short_secrets_are_refused(tmp_path: Path, changes: dict[str, str]) -> None:
+def test_blank_and_short_secrets_are_refused(tmp_path: Path, changes: dict[str, Any]) -> None:
     with pytest.raises(config.ConfigError):
         config.provider_secrets(secrets_env(tmp_path, **changes))
 
@@ -311,6 +311,7 @@ def test_secrets_of_any_length_are_scrubbed_from_logs(secret: str) -> None:
     """Issue 11: secrets under 6 characters were never scrubbed."""
     redact = logs.make_redactor([secret, "  "])
     event = redact(None, "info", {"event": "x", "detail": f"v={secret};"})
+    assert isinstance(event, dict)
     assert event["detail"] == f"v={logs.REDACTED};"
 
 

@@ -5,12 +5,14 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from adapters import jsonbody, scorpio
-from adapters.contract import Accepted, Envelope, Request
+from adapters.contract import Accepted, Envelope, Request, Response
 from schemas import CancelOutcome, ItemResult, Outcome, Provider, ReplyTo
 from tests.providers import stamped
 
@@ -24,7 +26,9 @@ ENVELOPE = Envelope(
 )
 
 
-def body_text(amount: str = "10.5", timestamp: int = NOW_MS // 1000, **changes: object) -> str:
+def body_text(
+    amount: str = "10.5", timestamp: float | None = NOW_MS // 1000, **changes: object
+) -> str:
     fields: dict[str, object] = {
         "command": "cancel",
         "transactionId": "tx-2",
@@ -49,9 +53,12 @@ def signed(text: str, token: bytes = TOKEN) -> Request:
     return Request({"x-request-signature": signature}, text.encode(), NOW_MS)
 
 
-def answer(response) -> dict:  # type: ignore[no-untyped-def]
+def answer(response: Accepted | Response) -> dict[str, Any]:
+    assert isinstance(response, Response), "an immediate answer"
     assert response.status == 200  # Scorpio answers everything with HTTP 200
-    return json.loads(response.body)  # type: ignore[no-any-return]
+    body = json.loads(response.body)
+    assert isinstance(body, dict)
+    return body
 
 
 # --- signature vectors ---------------------------------------------------------------
@@ -84,7 +91,7 @@ def test_number_literals_are_signed_as_written() -> None:
         lambda t: t.replace('"EUR"', '"USD"'),
     ],
 )
-def test_tampered_body_fails_integrity(tamper) -> None:  # type: ignore[no-untyped-def]
+def test_tampered_body_fails_integrity(tamper: Callable[[str], str]) -> None:
     request = signed(body_text())
     changed = Request(request.headers, tamper(request.body.decode()).encode(), NOW_MS)
     result = scorpio.accept(changed, scorpio.ScorpioConfig(TOKEN))
@@ -100,7 +107,7 @@ def test_tampered_body_fails_integrity(tamper) -> None:  # type: ignore[no-untyp
         {"x-request-signature": "é"},
     ],
 )
-def test_missing_or_garbage_signature_fails_integrity(headers) -> None:  # type: ignore[no-untyped-def]
+def test_missing_or_garbage_signature_fails_integrity(headers: dict[str, str]) -> None:
     request = Request(headers, body_text().encode(), NOW_MS)
     result = scorpio.accept(request, scorpio.ScorpioConfig(TOKEN))
     assert answer(result)["statusCode"] == "ERR_INTEGRITY_CHECK_FAILED"
@@ -147,7 +154,7 @@ INVALID_BODIES = {
     "missing transactionId": body_text(transactionId=None),
     "missing referenceId": body_text(referenceId=None),
     "missing playerId": body_text(playerId=None),
-    "missing timestamp": body_text(timestamp=None),  # type: ignore[arg-type]
+    "missing timestamp": body_text(timestamp=None),
     "missing providerId": body_text(providerId=None),
     "string amount": body_text(amount='"10.50"'),
     "number playerId": body_text(playerId=5),
@@ -167,7 +174,7 @@ INVALID_BODIES = {
     "stale timestamp": body_text(timestamp=NOW_MS // 1000 - 301),
     "future timestamp": body_text(timestamp=NOW_MS // 1000 + 301),
     "stale ms timestamp": body_text(timestamp=NOW_MS - 301_000),
-    "float timestamp": body_text(timestamp=NOW_MS / 1000),  # type: ignore[arg-type]
+    "float timestamp": body_text(timestamp=NOW_MS / 1000),
 }
 
 
@@ -182,7 +189,7 @@ def test_invalid_signed_request_is_refused_with_err_unknown(text: str) -> None:
     [({"sessionId": "s-1"}, 1), ({"sessionId": "s-1", "bonus": 2, "gameVersion": "1.2"}, 3)],
 )
 def test_fields_the_seed_does_not_list_are_accepted_signed_and_counted(
-    changes: dict[str, object], unknown: int
+    changes: dict[str, Any], unknown: int
 ) -> None:
     """Issue 11: Scorpio + "sessionId" was ERR_UNKNOWN. Accepted, ignored, counted, and
     still covered by the signature."""
