@@ -52,13 +52,7 @@ from adapters.contract import (
     Route,
 )
 from adapters.secrets import ProviderSecrets, Secret
-from schemas import (
-    TEXT_CHARS_MAX,
-    CancelItem,
-    CancelOutcome,
-    Outcome,
-    Provider,
-)
+from schemas import TEXT_CHARS_MAX, CancelItem, CancelOutcome, Outcome, Provider
 
 PATH = "/naga/cancelBet"
 SIGNATURE_HEADER = "x-signature"
