@@ -20,7 +20,6 @@ the body's size included: a body over 1 MiB without valid credentials is answere
 
 import base64
 import hmac
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,20 +31,19 @@ from pydantic import ValidationError
 from adapters import jsonbody
 from adapters.contract import (
     Accepted,
-    Envelope,
+    CancelFields,
     Outcomes,
+    ProviderAdapter,
     Request,
     Response,
     Route,
     epoch_ms,
-    request_digest,
     within_skew,
 )
-from adapters.settings import ProviderSecrets
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     CancelItem,
     CancelOutcome,
-    CancelRequested,
     MoneyError,
     Outcome,
     Provider,
@@ -53,6 +51,9 @@ from schemas import (
     validate_currency,
 )
 from schemas.events import ITEMS_MAX
+
+AGENT_USERNAME = Secret("AMB_AGENT_USERNAME", dev_value="dev-amb-agent")
+API_KEY = Secret("AMB_API_KEY", dev_value="dev-amb-api-key", shared=True)
 
 PATH = "/amb/cancelTips"
 AUTHORIZATION_HEADER = "authorization"
@@ -198,26 +199,13 @@ def parse(body: Mapping[str, Any], now_ms: int) -> AmbCancel:
     )
 
 
-def to_event(cancel: AmbCancel, envelope: Envelope, now_ms: int) -> CancelRequested:
+def to_fields(cancel: AmbCancel) -> CancelFields:
     """All txns in one event: the worker applies them all or none."""
-    items = [
+    items = tuple(
         CancelItem(bet_tx=txn.id, amount=txn.bet_amount, round_id=txn.round_id)
         for txn in cancel.txns
-    ]
-    return CancelRequested(
-        correlation_id=envelope.correlation_id(0),
-        provider=Provider.AMB,
-        cancel_id=cancel.request_id,
-        player=cancel.username,
-        currency=cancel.currency,
-        items=items,
-        request_digest=request_digest(
-            Provider.AMB, cancel.request_id, cancel.username, cancel.currency, items
-        ),
-        reply_to=envelope.reply_to,
-        deadline_ms=envelope.deadline_ms,
-        requested_at_ms=now_ms,
     )
+    return CancelFields(Provider.AMB, cancel.request_id, cancel.username, cancel.currency, items)
 
 
 def reply(
@@ -267,16 +255,10 @@ def _echo(body: Mapping[str, Any]) -> tuple[str, str]:
     return values[0], values[1]
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def refused_unread() -> Response:
-    """The answer to a body the ingress refuses unread: invalid request.
-
-    The one impure function here: with no request, "responding time" is the clock's.
-    """
-    return reply(STATUS_FORBIDDEN, now_ms())
+def refused_unread(received_at_ms: int) -> Response:
+    """The answer to a body the ingress refuses unread: invalid request, dated by the
+    request's receive time (no request to echo)."""
+    return reply(STATUS_FORBIDDEN, received_at_ms)
 
 
 def too_large(headers: Mapping[str, str], received_at_ms: int, config: AmbConfig) -> Response:
@@ -287,7 +269,7 @@ def too_large(headers: Mapping[str, str], received_at_ms: int, config: AmbConfig
     return reply(STATUS_FORBIDDEN, received_at_ms)
 
 
-def accept(request: Request, envelope: Envelope, config: AmbConfig) -> Accepted | Response:
+def accept(request: Request, config: AmbConfig) -> Accepted | Response:
     now = request.received_at_ms
     # Credentials first, from the header alone: an unauthenticated body is never parsed.
     if not verify(request.headers.get(AUTHORIZATION_HEADER), config):
@@ -298,18 +280,18 @@ def accept(request: Request, envelope: Envelope, config: AmbConfig) -> Accepted 
         return reply(STATUS_FORBIDDEN, now)
     try:
         cancel = parse(body, now)
-        event = to_event(cancel, envelope, now)
+        fields = to_fields(cancel)
     except (jsonbody.BodyError, MoneyError, ValidationError):
         request_id, product_id = _echo(body)
         return reply(STATUS_FORBIDDEN, now, request_id=request_id, product_id=product_id)
-    return Accepted(events=(event,), parsed=cancel, unknown_fields=cancel.unknown_fields)
+    return Accepted(
+        cancels=(fields,), answer=partial(render, cancel), unknown_fields=cancel.unknown_fields
+    )
 
 
-def render(accepted: Accepted, outcomes: Outcomes) -> Response:
+def render(cancel: AmbCancel, outcomes: Outcomes) -> Response:
     """Map the one outcome; dated by its decision so that a retry reads the same."""
     assert len(outcomes) == 1
-    cancel = accepted.parsed
-    assert isinstance(cancel, AmbCancel)
     outcome: CancelOutcome | None = outcomes[0]
     if outcome is None:  # no outcome in time: retryable, the worker still applies it
         return reply(
@@ -336,16 +318,18 @@ def render(accepted: Accepted, outcomes: Outcomes) -> Response:
 
 def routes(secrets: ProviderSecrets) -> list[Route]:
     config = AmbConfig(
-        agent_username=secrets.amb_agent_username.encode(),
-        api_key=secrets.amb_api_key.encode(),
+        agent_username=secrets.value(AGENT_USERNAME.variable).encode(),
+        api_key=secrets.value(API_KEY.variable).encode(),
     )
     return [
         Route(
             path=PATH,
             provider=Provider.AMB,
             accept=partial(accept, config=config),
-            render=render,
             invalid=refused_unread,
             refuse_too_large=partial(too_large, config=config),
         ),
     ]
+
+
+ADAPTER = ProviderAdapter(Provider.AMB, secrets=(AGENT_USERNAME, API_KEY), routes=routes)

@@ -1,18 +1,21 @@
 """The one shape every provider adapter has, so a new provider is a module and a row.
 
-A provider module exposes `accept(request, envelope, config)` returning either an
-`Accepted` (events to publish, plus what `render` needs) or a `Response` to send at
-once (authentication or validation failed: nothing is published), and
-`render(accepted, outcomes)` mapping the worker's outcomes to the provider's reply.
-`Accepted.unknown_fields` reports the fields the request carried that the seed does
-not list (accepted and ignored): the I/O layer counts them in a metric.
+A provider module exposes `accept(request, config)` returning either an `Accepted` (the
+cancels to publish, and the provider's typed answer to their outcomes) or a `Response`
+to send at once (authentication or validation failed: nothing is published). A cancel
+is the provider's part of an event (`CancelFields`); the ingress stamps the envelope
+(correlation id, reply partition, deadline, digest) on it, here and nowhere else
+(`Envelope.stamp`). `Accepted.unknown_fields` reports the fields the request carried
+that the seed does not list (accepted and ignored): the I/O layer counts them in a
+metric. Provider modules read no clock: every answer is dated from the request's
+receive time, passed in.
 """
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     CancelItem,
     CancelOutcome,
@@ -24,7 +27,6 @@ from schemas import (
 
 REQUEST_BYTES_MAX = 1024 * 1024  # bodies over 1 MiB are refused (spec)
 TIMESTAMP_SKEW_MAX_MS = 300_000  # requests more than 300 s off the server clock are refused
-ID_CHARS_MAX = 256  # provider ids longer than this are refused as invalid
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,30 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
 
 
+# An outcome per published cancel, in the order of `Accepted.cancels`; None when no
+# outcome arrived within the deadline.
+Outcomes = Sequence[CancelOutcome | None]
+
+
+@dataclass(frozen=True)
+class CancelFields:
+    """The part of a `CancelRequested` its provider decides; the ingress adds the rest.
+
+    Its items are `CancelItem`s, validated where the provider built them, and the provider
+    has checked what the event checks of the whole (currency, amounts, distinct bets), so
+    stamping it cannot fail."""
+
+    provider: Provider
+    cancel_id: str
+    player: str | None  # None: not named (Naga); the worker takes the bet's
+    currency: str | None  # None: not named (Naga, HPGames may omit it); the bet's
+    items: tuple[CancelItem, ...]
+
+    def digest(self) -> str:
+        """What a retry repeats (`request_digest`): equal digests, the same cancel."""
+        return request_digest(self.provider, self.cancel_id, self.player, self.currency, self.items)
+
+
 @dataclass(frozen=True)
 class Envelope:
     """Values the ingress stamps on every event of one HTTP request."""
@@ -50,23 +76,40 @@ class Envelope:
     request_id: str  # unique per HTTP request; correlation ids derive from it
     reply_to: ReplyTo
     deadline_ms: int  # epoch ms at which the ingress stops waiting
+    requested_at_ms: int  # when the request was received
 
     def correlation_id(self, index: int) -> str:
         return f"{self.request_id}.{index}"
 
+    def stamp(self, cancels: Sequence[CancelFields]) -> tuple[CancelRequested, ...]:
+        """The request's events: each cancel with this envelope, in order."""
+        return tuple(
+            CancelRequested(
+                correlation_id=self.correlation_id(index),
+                provider=cancel.provider,
+                cancel_id=cancel.cancel_id,
+                player=cancel.player,
+                currency=cancel.currency,
+                items=list(cancel.items),
+                request_digest=cancel.digest(),
+                reply_to=self.reply_to,
+                deadline_ms=self.deadline_ms,
+                requested_at_ms=self.requested_at_ms,
+            )
+            for index, cancel in enumerate(cancels)
+        )
+
 
 @dataclass(frozen=True)
 class Accepted:
-    """Events to publish, and the parsed request that `render` needs to answer."""
+    """Cancels to publish, and the provider's answer to their outcomes.
 
-    events: tuple[CancelRequested, ...]
-    parsed: Any
+    `answer` is the provider's `render` bound to the request it parsed (its own typed
+    value), so the ingress needs to know nothing of it."""
+
+    cancels: tuple[CancelFields, ...]
+    answer: Callable[[Outcomes], Response]
     unknown_fields: int = 0  # fields the seed does not list, ignored: for the metric
-
-
-# An outcome per published event, in the order of `Accepted.events`; None when no
-# outcome arrived within the deadline.
-Outcomes = Sequence[CancelOutcome | None]
 
 
 @dataclass(frozen=True)
@@ -75,20 +118,30 @@ class Route:
 
     path: str
     provider: Provider
-    accept: Callable[[Request, Envelope], "Accepted | Response"]
-    render: Callable[[Accepted, Outcomes], Response]
-    invalid: Callable[[], Response]  # the answer to a body the ingress refuses unread
+    accept: Callable[[Request], "Accepted | Response"]
+    # The answer to a body the ingress refuses unread, from the time it was received.
+    invalid: Callable[[int], Response]
     # The answer to a body over REQUEST_BYTES_MAX, from the request's headers and the
     # time it was received (a provider that authenticates by header, AMB, answers a
-    # request without valid credentials as unauthenticated first); None: `invalid()`.
+    # request without valid credentials as unauthenticated first); None: `invalid`.
     refuse_too_large: Callable[[Mapping[str, str], int], Response] | None = None
 
     def too_large(self, headers: Mapping[str, str], received_at_ms: int) -> Response:
         """The answer to a body over REQUEST_BYTES_MAX, read no further (header names
         lower-case)."""
         if self.refuse_too_large is None:
-            return self.invalid()
+            return self.invalid(received_at_ms)
         return self.refuse_too_large(headers, received_at_ms)
+
+
+@dataclass(frozen=True)
+class ProviderAdapter:
+    """A provider module as the routing table and the configuration see it: the
+    credentials it declares, and its routes once they are read."""
+
+    provider: Provider
+    secrets: tuple[Secret, ...]
+    routes: Callable[[ProviderSecrets], list[Route]]
 
 
 def request_digest(

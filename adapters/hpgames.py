@@ -72,26 +72,28 @@ from adapters import jsonbody
 from adapters.contract import (
     TIMESTAMP_SKEW_MAX_MS,
     Accepted,
-    Envelope,
+    CancelFields,
     Outcomes,
+    ProviderAdapter,
     Request,
     Response,
     Route,
     epoch_ms,
-    request_digest,
     within_skew,
 )
-from adapters.settings import ProviderSecrets
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     CURRENCY_MINOR_UNITS,
     CancelItem,
     CancelOutcome,
-    CancelRequested,
     Outcome,
     Provider,
     validate_amount,
     validate_currency,
 )
+
+MERCHANT_ID = Secret("HPGAMES_MERCHANT_ID", dev_value="21385394-6dda-4171-a003-02fa4a975643")
+SECRET_KEY = Secret("HPGAMES_SECRET_KEY", dev_value="dev-hpgames-secret", shared=True)
 
 PATH_CANCEL = "/hpgames/cancelDebit"
 PATH_BULK_CANCEL = "/hpgames/bulkCancelDebit"
@@ -357,39 +359,21 @@ def check(
 # Events.
 
 
-def _items(cancel: HPGamesCancel) -> list[CancelItem]:
-    return [CancelItem(bet_tx=cancel.transaction_id_to_cancel, amount=cancel.amount)]
-
-
-def _digest(cancel: HPGamesCancel) -> str:
-    return request_digest(
-        Provider.HPGAMES, cancel.transaction_id, cancel.player_id, cancel.currency, _items(cancel)
+def to_fields(cancel: HPGamesCancel) -> CancelFields:
+    items = (CancelItem(bet_tx=cancel.transaction_id_to_cancel, amount=cancel.amount),)
+    return CancelFields(
+        Provider.HPGAMES, cancel.transaction_id, cancel.player_id, cancel.currency, items
     )
 
 
-def to_event(cancel: HPGamesCancel, envelope: Envelope, index: int, now_ms: int) -> CancelRequested:
-    return CancelRequested(
-        correlation_id=envelope.correlation_id(index),
-        provider=Provider.HPGAMES,
-        cancel_id=cancel.transaction_id,
-        player=cancel.player_id,
-        currency=cancel.currency,
-        items=_items(cancel),
-        request_digest=_digest(cancel),
-        reply_to=envelope.reply_to,
-        deadline_ms=envelope.deadline_ms,
-        requested_at_ms=now_ms,
-    )
-
-
-def to_events(
-    values: list[Any], envelope: Envelope, config: HPGamesConfig, seen: SeenHashes, now_ms: int
-) -> tuple[tuple[CancelRequested, ...], BulkCancel]:
-    """A bulk's items to one event per distinct valid cancel, and the per-item plan."""
+def plan(
+    values: list[Any], config: HPGamesConfig, seen: SeenHashes, now_ms: int
+) -> tuple[tuple[CancelFields, ...], BulkCancel]:
+    """A bulk's items to one cancel per distinct valid one, and the per-item plan."""
     entries: list[Rejected | int] = []
     cancels: list[HPGamesCancel] = []
-    events: list[CancelRequested] = []
-    index_of: dict[str, int] = {}  # cancel id -> its event's index
+    fields: list[CancelFields] = []
+    index_of: dict[str, int] = {}  # cancel id -> its cancel's index
     unknown = 0
     for value in values:
         result = check(value, config, seen, now_ms)
@@ -399,18 +383,18 @@ def to_events(
         unknown += result.unknown_fields
         earlier = index_of.get(result.transaction_id)
         if earlier is None:
-            index_of[result.transaction_id] = len(events)
-            entries.append(len(events))
-            events.append(to_event(result, envelope, len(events), now_ms))
+            index_of[result.transaction_id] = len(fields)
+            entries.append(len(fields))
+            fields.append(to_fields(result))
             cancels.append(result)
-        elif events[earlier].request_digest == _digest(result):  # the same cancel again
+        elif fields[earlier].digest() == to_fields(result).digest():  # the same cancel again
             entries.append(earlier)
         else:  # one cancel id for two different requests
             entries.append(
                 Rejected(ERROR_INVALID_REQUEST, result.transaction_id, result.currency or "")
             )
     bulk = BulkCancel(entries=tuple(entries), cancels=tuple(cancels), unknown_fields=unknown)
-    return tuple(events), bulk
+    return tuple(fields), bulk
 
 
 # Answers.
@@ -442,8 +426,13 @@ def reply(error_code: int, transaction_id: str = "", currency: str = "") -> Resp
 
 
 def invalid_reply() -> Response:
-    """The answer to a body refused unread or unusable as a whole."""
+    """The answer to a body unusable as a whole."""
     return reply(ERROR_INVALID_REQUEST)
+
+
+def refused(received_at_ms: int) -> Response:
+    """The answer to a body the ingress refuses unread."""
+    return invalid_reply()
 
 
 def bulk_reply(error_code: int) -> Response:
@@ -454,8 +443,13 @@ def bulk_reply(error_code: int) -> Response:
 
 
 def bulk_invalid_reply() -> Response:
-    """The answer to a bulk body refused unread or unusable as a whole."""
+    """The answer to a bulk body unusable as a whole."""
     return bulk_reply(ERROR_INVALID_REQUEST)
+
+
+def bulk_refused(received_at_ms: int) -> Response:
+    """The answer to a bulk body the ingress refuses unread."""
+    return bulk_invalid_reply()
 
 
 def _rejected_answer(rejected: Rejected) -> dict[str, Any]:
@@ -493,9 +487,7 @@ def _bulk_response(bulk: BulkCancel, outcomes: Outcomes) -> Response:
 # The two routes.
 
 
-def accept(
-    request: Request, envelope: Envelope, config: HPGamesConfig, seen: SeenHashes
-) -> Accepted | Response:
+def accept(request: Request, config: HPGamesConfig, seen: SeenHashes) -> Accepted | Response:
     """`POST /hpgames/cancelDebit`: one event, or an immediate error answer."""
     try:
         value = jsonbody.loads(request.body)
@@ -504,20 +496,20 @@ def accept(
     result = check(value, config, seen, request.received_at_ms)
     if isinstance(result, Rejected):
         return reply(result.error_code, result.transaction_id, result.currency)
-    event = to_event(result, envelope, 0, request.received_at_ms)
-    return Accepted(events=(event,), parsed=result, unknown_fields=result.unknown_fields)
+    return Accepted(
+        cancels=(to_fields(result),),
+        answer=partial(render, result),
+        unknown_fields=result.unknown_fields,
+    )
 
 
-def render(accepted: Accepted, outcomes: Outcomes) -> Response:
+def render(cancel: HPGamesCancel, outcomes: Outcomes) -> Response:
+    """The single-shape answer to the one outcome."""
     assert len(outcomes) == 1
-    cancel = accepted.parsed
-    assert isinstance(cancel, HPGamesCancel)
     return Response(status=200, body=jsonbody.dumps(_outcome_answer(cancel, outcomes[0])))
 
 
-def accept_bulk(
-    request: Request, envelope: Envelope, config: HPGamesConfig, seen: SeenHashes
-) -> Accepted | Response:
+def accept_bulk(request: Request, config: HPGamesConfig, seen: SeenHashes) -> Accepted | Response:
     """`POST /hpgames/bulkCancelDebit`: an event per valid item, answered in item order."""
     try:
         body = jsonbody.require_object(
@@ -530,8 +522,8 @@ def accept_bulk(
             raise jsonbody.BodyError(f"cancelDebitRequests must list 1 to {BULK_ITEMS_MAX} items")
     except jsonbody.BodyError:
         return bulk_invalid_reply()
-    events, bulk = to_events(values, envelope, config, seen, request.received_at_ms)
-    if not events:  # every item refused: answer now, publish nothing
+    cancels, bulk = plan(values, config, seen, request.received_at_ms)
+    if not cancels:  # every item refused: answer now, publish nothing
         rejected = [entry for entry in bulk.entries if isinstance(entry, Rejected)]
         if not any(entry.authenticated for entry in rejected):
             # Nothing authenticated: one error, not an answer per junk item.
@@ -539,12 +531,11 @@ def accept_bulk(
             return bulk_reply(ERROR_AUTHENTICATION if forged else ERROR_INVALID_REQUEST)
         return _bulk_response(bulk, ())
     unknown = bulk.unknown_fields + jsonbody.unknown_fields(body, BULK_FIELDS)
-    return Accepted(events=events, parsed=bulk, unknown_fields=unknown)
+    return Accepted(cancels=cancels, answer=partial(render_bulk, bulk), unknown_fields=unknown)
 
 
-def render_bulk(accepted: Accepted, outcomes: Outcomes) -> Response:
-    bulk = accepted.parsed
-    assert isinstance(bulk, BulkCancel)
+def render_bulk(bulk: BulkCancel, outcomes: Outcomes) -> Response:
+    """Every item's answer in request order: its refusal, or its cancel's outcome."""
     return _bulk_response(bulk, outcomes)
 
 
@@ -553,7 +544,8 @@ def routes(secrets: ProviderSecrets, seen: SeenHashes | None = None) -> list[Rou
     defence's state, shared by both routes; one per ingress instance (a fresh one with
     the default bound when not given)."""
     config = HPGamesConfig(
-        merchant_id=secrets.hpgames_merchant_id, secret_key=secrets.hpgames_secret_key.encode()
+        merchant_id=secrets.value(MERCHANT_ID.variable),
+        secret_key=secrets.value(SECRET_KEY.variable).encode(),
     )
     seen = SeenHashes() if seen is None else seen
     return [
@@ -561,14 +553,15 @@ def routes(secrets: ProviderSecrets, seen: SeenHashes | None = None) -> list[Rou
             path=PATH_CANCEL,
             provider=Provider.HPGAMES,
             accept=partial(accept, config=config, seen=seen),
-            render=render,
-            invalid=invalid_reply,
+            invalid=refused,
         ),
         Route(
             path=PATH_BULK_CANCEL,
             provider=Provider.HPGAMES,
             accept=partial(accept_bulk, config=config, seen=seen),
-            render=render_bulk,
-            invalid=bulk_invalid_reply,
+            invalid=bulk_refused,
         ),
     ]
+
+
+ADAPTER = ProviderAdapter(Provider.HPGAMES, secrets=(MERCHANT_ID, SECRET_KEY), routes=routes)

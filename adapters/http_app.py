@@ -67,7 +67,7 @@ async def read_body(request: StreamedRequest, limit: int) -> bytes | None:
 
 def cancel_ids(accepted: Accepted) -> list[str]:
     """The request's distinct cancel ids in order, as many as the log line takes."""
-    ids = dict.fromkeys(event.cancel_id for event in accepted.events)
+    ids = dict.fromkeys(cancel.cancel_id for cancel in accepted.cancels)
     return [i[:CANCEL_ID_CHARS_LOGGED] for i in list(ids)[:CANCEL_IDS_LOGGED_MAX]]
 
 
@@ -177,39 +177,43 @@ class Ingress:
         if body is None:  # over the body limit: refused unread
             refused = route.too_large(http_request.headers, received_ms)
             return self._done(route, request_id, started, refused, "too_large", [])
-        envelope = Envelope(
-            request_id=request_id,
-            reply_to=self.client.reply_to,
-            deadline_ms=received_ms + self.settings.reply_deadline_ms,
-        )
-        accepted = route.accept(Request(http_request.headers, body, received_ms), envelope)
+        accepted = route.accept(Request(http_request.headers, body, received_ms))
         if isinstance(accepted, Response):
             return self._done(route, request_id, started, accepted, "rejected", [])
         if accepted.unknown_fields:
             self.metrics.unknown_fields.labels(route.provider.value).inc(accepted.unknown_fields)
+        no_outcomes = [None] * len(accepted.cancels)
         if self.in_flight >= self.settings.requests_in_flight_max:
-            shed = route.render(accepted, [None] * len(accepted.events))
+            shed = accepted.answer(no_outcomes)
             return self._done(route, request_id, started, shed, "shed", [], accepted)
+        envelope = Envelope(
+            request_id=request_id,
+            reply_to=self.client.reply_to,
+            deadline_ms=received_ms + self.settings.reply_deadline_ms,
+            requested_at_ms=received_ms,
+        )
         try:
-            response, outcomes = await self._await_outcomes(route, accepted, envelope.deadline_ms)
+            response, outcomes = await self._await_outcomes(accepted, envelope)
         except Exception:  # a bug: it shows (traceback, counter); the provider retries
             self.metrics.request_errors.labels(route.provider.value).inc()
             log.exception("request_failed", provider=route.provider.value, path=route.path)
-            retry = route.render(accepted, [None] * len(accepted.events))
+            retry = accepted.answer(no_outcomes)
             return self._done(route, request_id, started, retry, "failed", [], accepted)
         return self._done(route, request_id, started, response, "answered", outcomes, accepted)
 
     async def _await_outcomes(
-        self, route: Route, accepted: Accepted, deadline_ms: int
+        self, accepted: Accepted, envelope: Envelope
     ) -> tuple[Response, list[str]]:
+        """Stamp the envelope on the cancels, publish them and await their outcomes."""
         assert self.client is not None
+        events = envelope.stamp(accepted.cancels)
         self.in_flight += 1
         try:
-            outcomes = await self.client.request(accepted.events, deadline_ms)
+            outcomes = await self.client.request(events, envelope.deadline_ms)
         finally:
             self.in_flight -= 1
         names = [o.outcome.value if o is not None else "no_outcome" for o in outcomes]
-        return route.render(accepted, outcomes), names
+        return accepted.answer(outcomes), names
 
     def _done(
         self,
@@ -234,7 +238,9 @@ class Ingress:
             path=route.path,
             correlation_id=request_id,
             cancel_ids=[] if accepted is None else cancel_ids(accepted),
-            cancel_ids_count=0 if accepted is None else len({e.cancel_id for e in accepted.events}),
+            cancel_ids_count=0
+            if accepted is None
+            else len({cancel.cancel_id for cancel in accepted.cancels}),
             result=result,
             outcome=",".join(sorted(set(outcomes))) or result,
             events=len(outcomes),

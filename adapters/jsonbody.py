@@ -22,10 +22,9 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from schemas import TextError, validate_text
+from schemas import TEXT_CHARS_MAX, TextError, validate_text
 
 NESTING_MAX = 32
-STRING_CHARS_MAX = 256
 # Bounds on a body's structure, checked by counting bytes before parsing (brackets and
 # commas inside strings count too: they only make the bound stricter). A provider's
 # cancel has a few dozen values; a bulk route passes its own, larger bounds.
@@ -198,7 +197,7 @@ def unknown_fields(obj: Mapping[str, Any], listed: frozenset[str]) -> int:
     return sum(1 for key in obj if key not in listed)
 
 
-def text(value: str, key: str, *, chars_min: int = 1, chars_max: int = STRING_CHARS_MAX) -> str:
+def text(value: str, key: str, *, chars_min: int = 1, chars_max: int = TEXT_CHARS_MAX) -> str:
     """A listed string under the one text rule: its length, no control characters, no
     lone surrogate (`schemas.validate_text`); raises BodyError."""
     try:
@@ -213,7 +212,7 @@ def string(
     *,
     optional: bool = False,
     chars_min: int = 1,
-    chars_max: int = STRING_CHARS_MAX,
+    chars_max: int = TEXT_CHARS_MAX,
 ) -> str | None:
     value = obj.get(key)
     if value is None:

@@ -36,20 +36,27 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any, Self
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import ValidationError
 
 from adapters import jsonbody
-from adapters.contract import Accepted, Envelope, Outcomes, Request, Response, Route, request_digest
-from adapters.settings import ProviderSecrets
-from schemas import CancelItem, CancelOutcome, CancelRequested, Outcome, Provider
+from adapters.contract import (
+    Accepted,
+    CancelFields,
+    Outcomes,
+    ProviderAdapter,
+    Request,
+    Response,
+    Route,
+)
+from adapters.secrets import ProviderSecrets, Secret
+from schemas import TEXT_CHARS_MAX, CancelItem, CancelOutcome, Outcome, Provider
 
 PATH = "/naga/cancelBet"
 SIGNATURE_HEADER = "x-signature"
 SIGNATURE_CHARS_MAX = 2048  # base64 of an 8192-bit RSA signature is 1368 characters
-BET_ID_CHARS_MAX = 256  # the seed says 36; an id is not refused for being longer
 PLAYER_TOKEN_CHARS_MAX = 255  # seed: "String (length: 255)"
 RSA_KEY_BITS_MIN = 2048  # NIST SP 800-131A: shorter RSA keys are not acceptable
 
@@ -101,6 +108,19 @@ class NagaConfig:
                 f" at least {RSA_KEY_BITS_MIN} bits are required"
             )
         return cls(public_key=key)
+
+
+def load_public_key(pem: bytes) -> NagaConfig:
+    """`NagaConfig.from_pem`, every refusal a ValueError (a key that cannot work: the
+    process refuses to start)."""
+    try:
+        return NagaConfig.from_pem(pem)
+    except (TypeError, UnsupportedAlgorithm) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+# Naga's PEM public key, from a file (the dev stack makes a key pair of its own).
+PUBLIC_KEY_FILE = Secret("NAGA_PUBLIC_KEY_FILE", file=True, check=load_public_key)
 
 
 @dataclass(frozen=True)
@@ -231,7 +251,7 @@ def parse(body: Mapping[str, Any]) -> NagaCancel:
     data = jsonbody.require_object(body.get("data"), "field 'data'")
     if "betId" not in data:
         raise jsonbody.BodyError("missing field 'betId'")
-    bet_id = _utf8_string(data, "betId", 1, BET_ID_CHARS_MAX)
+    bet_id = _utf8_string(data, "betId", 1, TEXT_CHARS_MAX)  # the seed says 36: longer passes
     player_token = None
     if data.get("playerToken") is not None:  # absent or null: the token is not enabled
         player_token = _utf8_string(data, "playerToken", 0, PLAYER_TOKEN_CHARS_MAX)
@@ -239,21 +259,10 @@ def parse(body: Mapping[str, Any]) -> NagaCancel:
     return NagaCancel(bet_id=bet_id, player_token=player_token, unknown_fields=unknown)
 
 
-def to_event(cancel: NagaCancel, envelope: Envelope, now_ms: int) -> CancelRequested:
+def to_fields(cancel: NagaCancel) -> CancelFields:
     """The bet is the cancel: player, amount and currency come from the recorded bet."""
-    items = [CancelItem(bet_tx=cancel.bet_id, amount=None)]
-    return CancelRequested(
-        correlation_id=envelope.correlation_id(0),
-        provider=Provider.NAGA,
-        cancel_id=cancel.bet_id,
-        player=None,
-        currency=None,
-        items=items,
-        request_digest=request_digest(Provider.NAGA, cancel.bet_id, None, None, items),
-        reply_to=envelope.reply_to,
-        deadline_ms=envelope.deadline_ms,
-        requested_at_ms=now_ms,
-    )
+    items = (CancelItem(bet_tx=cancel.bet_id, amount=None),)
+    return CancelFields(Provider.NAGA, cancel.bet_id, None, None, items)
 
 
 # Answers.
@@ -273,11 +282,16 @@ def canceled(bet_id: str) -> Response:
 
 
 def bad_request() -> Response:
-    """The answer to an invalid request, and to a body the ingress refuses unread."""
+    """The answer to an invalid request."""
     return reply(400, MESSAGE_BAD_REQUEST)
 
 
-def accept(request: Request, envelope: Envelope, config: NagaConfig) -> Accepted | Response:
+def refused(received_at_ms: int) -> Response:
+    """The answer to a body the ingress refuses unread: a bad request."""
+    return bad_request()
+
+
+def accept(request: Request, config: NagaConfig) -> Accepted | Response:
     try:
         body = jsonbody.require_object(jsonbody.loads(request.body))
         data, given_hash = signed_parts(body)
@@ -288,16 +302,17 @@ def accept(request: Request, envelope: Envelope, config: NagaConfig) -> Accepted
         return reply(401, MESSAGE_INVALID_SIGNATURE)
     try:
         cancel = parse(body)
-        event = to_event(cancel, envelope, request.received_at_ms)
+        fields = to_fields(cancel)
     except (jsonbody.BodyError, ValidationError):
         return bad_request()
-    return Accepted(events=(event,), parsed=cancel, unknown_fields=cancel.unknown_fields)
+    return Accepted(
+        cancels=(fields,), answer=partial(render, cancel), unknown_fields=cancel.unknown_fields
+    )
 
 
-def render(accepted: Accepted, outcomes: Outcomes) -> Response:
+def render(cancel: NagaCancel, outcomes: Outcomes) -> Response:
+    """The answer to the one outcome: the bet cancelled (now or before), or why not."""
     assert len(outcomes) == 1
-    cancel = accepted.parsed
-    assert isinstance(cancel, NagaCancel)
     outcome: CancelOutcome | None = outcomes[0]
     if outcome is None:  # no outcome in time: Naga may retry; the worker still applies it
         return reply(503, MESSAGE_UNAVAILABLE)
@@ -308,13 +323,15 @@ def render(accepted: Accepted, outcomes: Outcomes) -> Response:
 
 
 def routes(secrets: ProviderSecrets) -> list[Route]:
-    config = NagaConfig.from_pem(secrets.naga_public_key_pem)
+    config = NagaConfig.from_pem(secrets.file(PUBLIC_KEY_FILE.variable))
     return [
         Route(
             path=PATH,
             provider=Provider.NAGA,
             accept=partial(accept, config=config),
-            render=render,
-            invalid=bad_request,
+            invalid=refused,
         ),
     ]
+
+
+ADAPTER = ProviderAdapter(Provider.NAGA, secrets=(PUBLIC_KEY_FILE,), routes=routes)

@@ -23,26 +23,27 @@ from typing import Any
 from adapters import jsonbody
 from adapters.contract import (
     Accepted,
-    Envelope,
+    CancelFields,
     Outcomes,
+    ProviderAdapter,
     Request,
     Response,
     Route,
     epoch_ms,
-    request_digest,
     within_skew,
 )
-from adapters.settings import ProviderSecrets
+from adapters.secrets import ProviderSecrets, Secret
 from schemas import (
     CancelItem,
     CancelOutcome,
-    CancelRequested,
     MoneyError,
     Outcome,
     Provider,
     validate_amount,
     validate_currency,
 )
+
+API_TOKEN = Secret("SCORPIO_API_TOKEN", dev_value="dev-scorpio-token", shared=True)
 
 SIGNATURE_HEADER = "x-request-signature"
 SIGNATURE_CHARS_MAX = 200
@@ -141,21 +142,12 @@ def parse(body: Mapping[str, Any], now_ms: int) -> ScorpioCancel:
     )
 
 
-def to_event(cancel: ScorpioCancel, envelope: Envelope, now_ms: int) -> CancelRequested:
-    items = [CancelItem(bet_tx=cancel.reference_id, amount=cancel.amount, round_id=cancel.round_id)]
-    return CancelRequested(
-        correlation_id=envelope.correlation_id(0),
-        provider=Provider.SCORPIO,
-        cancel_id=cancel.transaction_id,
-        player=cancel.player_id,
-        currency=cancel.currency,
-        items=items,
-        request_digest=request_digest(
-            Provider.SCORPIO, cancel.transaction_id, cancel.player_id, cancel.currency, items
-        ),
-        reply_to=envelope.reply_to,
-        deadline_ms=envelope.deadline_ms,
-        requested_at_ms=now_ms,
+def to_fields(cancel: ScorpioCancel) -> CancelFields:
+    items = (
+        CancelItem(bet_tx=cancel.reference_id, amount=cancel.amount, round_id=cancel.round_id),
+    )
+    return CancelFields(
+        Provider.SCORPIO, cancel.transaction_id, cancel.player_id, cancel.currency, items
     )
 
 
@@ -164,7 +156,12 @@ def reply(status_code: str, balance: Decimal | None = None) -> Response:
     return Response(status=200, body=jsonbody.dumps(body))
 
 
-def accept(request: Request, envelope: Envelope, config: ScorpioConfig) -> Accepted | Response:
+def refused(received_at_ms: int) -> Response:
+    """The answer to a body the ingress refuses unread."""
+    return reply(STATUS_UNKNOWN)
+
+
+def accept(request: Request, config: ScorpioConfig) -> Accepted | Response:
     try:
         body = jsonbody.require_object(jsonbody.loads(request.body))
     except jsonbody.BodyError:
@@ -176,13 +173,14 @@ def accept(request: Request, envelope: Envelope, config: ScorpioConfig) -> Accep
     except (jsonbody.BodyError, MoneyError):
         return reply(STATUS_UNKNOWN)
     return Accepted(
-        events=(to_event(cancel, envelope, request.received_at_ms),),
-        parsed=cancel,
+        cancels=(to_fields(cancel),),
+        answer=partial(render, cancel),
         unknown_fields=jsonbody.unknown_fields(body, FIELDS),
     )
 
 
-def render(accepted: Accepted, outcomes: Outcomes) -> Response:
+def render(cancel: ScorpioCancel, outcomes: Outcomes) -> Response:
+    """The answer to the one outcome (Scorpio's answer names nothing of the request)."""
     assert len(outcomes) == 1
     outcome: CancelOutcome | None = outcomes[0]
     if outcome is None:  # no outcome in time: the provider retries
@@ -192,13 +190,15 @@ def render(accepted: Accepted, outcomes: Outcomes) -> Response:
 
 
 def routes(secrets: ProviderSecrets) -> list[Route]:
-    config = ScorpioConfig(api_token=secrets.scorpio_api_token.encode())
+    config = ScorpioConfig(api_token=secrets.value(API_TOKEN.variable).encode())
     return [
         Route(
             path="/scorpio",
             provider=Provider.SCORPIO,
             accept=partial(accept, config=config),
-            render=render,
-            invalid=partial(reply, STATUS_UNKNOWN),
+            invalid=refused,
         )
     ]
+
+
+ADAPTER = ProviderAdapter(Provider.SCORPIO, secrets=(API_TOKEN,), routes=routes)

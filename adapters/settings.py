@@ -3,24 +3,9 @@
 from dataclasses import dataclass
 
 from adapters.contract import REQUEST_BYTES_MAX
+from adapters.secrets import ProviderSecrets
 from schemas.database import DatabaseSettings
 from schemas.transport import KafkaSettings
-
-
-@dataclass(frozen=True)
-class ProviderSecrets:
-    """Credentials of every provider; never logged (repr hides them)."""
-
-    scorpio_api_token: str
-    hpgames_merchant_id: str
-    hpgames_secret_key: str
-    naga_public_key_pem: bytes
-    amb_agent_username: str
-    amb_api_key: str
-
-    def __repr__(self) -> str:
-        return "ProviderSecrets(<redacted>)"
-
 
 REPLY_DEADLINE_MS_MIN = 100
 REPLY_DEADLINE_MS_MAX = 3_900  # under Scorpio's 4 s (SPEC "Deadline")

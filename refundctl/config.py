@@ -12,17 +12,16 @@ import socket
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import parse_qs, urlsplit
 
-from cryptography.exceptions import UnsupportedAlgorithm
-
-from adapters.naga import NagaConfig
+from adapters.routes import SECRETS
+from adapters.secrets import ProviderSecrets
 from adapters.settings import (
     REPLY_DEADLINE_MS_MAX,
     REPLY_DEADLINE_MS_MIN,
     HttpLimits,
     IngressSettings,
-    ProviderSecrets,
 )
 from schemas.database import (
     IDLE_IN_TRANSACTION_TIMEOUT_MS_DEFAULT,
@@ -55,23 +54,13 @@ from worker.settings import WorkerSettings
 DEV_DIR = Path(".refund-dev")
 STACK_FILE = "stack.json"  # written by `refundctl dev`: where its broker and database are
 
-SECRET_VARIABLES = (
-    "SCORPIO_API_TOKEN",
-    "HPGAMES_MERCHANT_ID",
-    "HPGAMES_SECRET_KEY",
-    "NAGA_PUBLIC_KEY_FILE",
-    "AMB_AGENT_USERNAME",
-    "AMB_API_KEY",
-)
+# The providers' credentials, as each provider module declares them (`adapters.routes`).
+SECRET_VARIABLES = tuple(secret.variable for secret in SECRETS)
 
 # Documented in the README; used only by `refundctl dev` and the tests.
-DEV_SECRETS = {
-    "SCORPIO_API_TOKEN": "dev-scorpio-token",
-    "HPGAMES_MERCHANT_ID": "21385394-6dda-4171-a003-02fa4a975643",
-    "HPGAMES_SECRET_KEY": "dev-hpgames-secret",
-    "AMB_AGENT_USERNAME": "dev-amb-agent",
-    "AMB_API_KEY": "dev-amb-api-key",
-}
+DEV_SECRETS = MappingProxyType(
+    {secret.variable: secret.dev_value for secret in SECRETS if secret.dev_value is not None}
+)
 
 
 class ConfigError(Misconfigured):
@@ -382,7 +371,7 @@ def kafka_settings(env: Mapping[str, str], role: str = "refundctl") -> KafkaSett
 
 SECRET_CHARS_MIN = 16  # keys and tokens shorter than this are refused outside the dev stack
 # The variables that hold shared secrets (the others name an account or a key file).
-SHARED_SECRET_VARIABLES = ("SCORPIO_API_TOKEN", "HPGAMES_SECRET_KEY", "AMB_API_KEY")
+SHARED_SECRET_VARIABLES = tuple(secret.variable for secret in SECRETS if secret.shared)
 
 
 def provider_secrets(env: Mapping[str, str], *, dev_stack: bool = False) -> ProviderSecrets:
@@ -390,8 +379,8 @@ def provider_secrets(env: Mapping[str, str], *, dev_stack: bool = False) -> Prov
     (whitespace only); the shared secrets of at least SECRET_CHARS_MIN characters unless
     `dev_stack` (passed by the dev stack's own code path) or the value is the documented
     dev placeholder (`DEV_SECRETS`: public, whatever its length; the tests, the compose
-    stack and the fault harness start `refundctl ingress` with them); Naga's key an RSA
-    public key of at least 2048 bits."""
+    stack and the fault harness start `refundctl ingress` with them); a file readable and
+    its content passing its provider's check (Naga's key: RSA, at least 2048 bits)."""
     missing = [name for name in SECRET_VARIABLES if not env.get(name, "").strip()]
     if missing:
         raise ConfigError(f"missing or blank secrets: {', '.join(missing)}")
@@ -402,23 +391,22 @@ def provider_secrets(env: Mapping[str, str], *, dev_stack: bool = False) -> Prov
     ]
     if short:
         raise ConfigError(f"secrets shorter than {SECRET_CHARS_MIN} characters: {', '.join(short)}")
-    key_file = Path(env["NAGA_PUBLIC_KEY_FILE"])
-    try:
-        naga_key = key_file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"NAGA_PUBLIC_KEY_FILE cannot be read: {key_file}") from exc
-    try:
-        NagaConfig.from_pem(naga_key)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigError(f"NAGA_PUBLIC_KEY_FILE: {exc}") from exc
-    return ProviderSecrets(
-        scorpio_api_token=env["SCORPIO_API_TOKEN"],
-        hpgames_merchant_id=env["HPGAMES_MERCHANT_ID"],
-        hpgames_secret_key=env["HPGAMES_SECRET_KEY"],
-        naga_public_key_pem=naga_key,
-        amb_agent_username=env["AMB_AGENT_USERNAME"],
-        amb_api_key=env["AMB_API_KEY"],
-    )
+    files: dict[str, bytes] = {}
+    for secret in SECRETS:
+        if not secret.file:
+            continue
+        path = Path(env[secret.variable])
+        try:
+            files[secret.variable] = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{secret.variable} cannot be read: {path}") from exc
+        if secret.check is not None:
+            try:
+                secret.check(files[secret.variable])
+            except ValueError as exc:
+                raise ConfigError(f"{secret.variable}: {exc}") from exc
+    values = {secret.variable: env[secret.variable] for secret in SECRETS if not secret.file}
+    return ProviderSecrets(values=values, files=files)
 
 
 def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
@@ -497,7 +485,7 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
     """Values to scrub from logs: the providers' secrets and the Kafka password (given
     inline or in its file)."""
     values = [
-        env[name] for name in SECRET_VARIABLES if env.get(name) and name != "NAGA_PUBLIC_KEY_FILE"
+        env[secret.variable] for secret in SECRETS if env.get(secret.variable) and not secret.file
     ]
     if env.get("KAFKA_SASL_PASSWORD"):
         values.append(env["KAFKA_SASL_PASSWORD"])

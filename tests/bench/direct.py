@@ -243,17 +243,16 @@ class Direct:
         if body is None:
             refused = route.too_large(http_request.headers, received_ms)
             return self._done(route, request_id, started, refused, "too_large")
-        envelope = Envelope(request_id, NO_REPLY, received_ms + DEADLINE_MS)
-        accepted = route.accept(Request(http_request.headers, body, received_ms), envelope)
+        accepted = route.accept(Request(http_request.headers, body, received_ms))
         if isinstance(accepted, Response):
             return self._done(route, request_id, started, accepted, "rejected")
-        if len(accepted.events) == 1:
-            outcomes = [await apply_one(self.pool, accepted.events[0])]
+        envelope = Envelope(request_id, NO_REPLY, received_ms + DEADLINE_MS, received_ms)
+        events = envelope.stamp(accepted.cancels)
+        if len(events) == 1:
+            outcomes = [await apply_one(self.pool, events[0])]
         else:
-            outcomes = list(
-                await asyncio.gather(*(apply_one(self.pool, e) for e in accepted.events))
-            )
-        return self._done(route, request_id, started, route.render(accepted, outcomes), "answered")
+            outcomes = list(await asyncio.gather(*(apply_one(self.pool, e) for e in events)))
+        return self._done(route, request_id, started, accepted.answer(outcomes), "answered")
 
     def _done(
         self, route: Route, request_id: str, started: float, response: Response, result: str

@@ -318,7 +318,7 @@ def seed_sql(known: Mapping[str, int], players: int) -> list[str]:
 def event_for(entry: Entry, players: int, reply_to: ReplyTo, now_ms: int) -> CancelRequested:
     """The `CancelRequested` the ingress would publish for this entry (same adapter code)."""
     letter, kind, n = entry
-    envelope = Envelope(uuid.uuid4().hex, reply_to, now_ms + 3_500)
+    envelope = Envelope(uuid.uuid4().hex, reply_to, now_ms + 3_500, now_ms)
     amount = Decimal(amount_literal(n))
     if letter == "s":
         cancel = scorpio.ScorpioCancel(
@@ -330,7 +330,7 @@ def event_for(entry: Entry, players: int, reply_to: ReplyTo, now_ms: int) -> Can
             amount=amount,
             timestamp_ms=now_ms,
         )
-        return scorpio.to_event(cancel, envelope, now_ms)
+        return envelope.stamp((scorpio.to_fields(cancel),))[0]
     if letter == "h":
         hp_cancel = hpgames.HPGamesCancel(
             transaction_id=cancel_id(letter, kind, n),
@@ -342,7 +342,7 @@ def event_for(entry: Entry, players: int, reply_to: ReplyTo, now_ms: int) -> Can
             timestamp_ms=now_ms,
             game_id=11,
         )
-        return hpgames.to_event(hp_cancel, envelope, 0, now_ms)
+        return envelope.stamp((hpgames.to_fields(hp_cancel),))[0]
     if letter == "a":
         amb_cancel = amb.AmbCancel(
             request_id=cancel_id(letter, kind, n),
@@ -353,8 +353,9 @@ def event_for(entry: Entry, players: int, reply_to: ReplyTo, now_ms: int) -> Can
             txns=(amb.AmbTxn(id=bet_tx(letter, kind, n), round_id=f"r{n}", bet_amount=amount),),
             received_at_ms=now_ms,
         )
-        return amb.to_event(amb_cancel, envelope, now_ms)
-    return naga.to_event(naga.NagaCancel(bet_tx(letter, kind, n), None), envelope, now_ms)
+        return envelope.stamp((amb.to_fields(amb_cancel),))[0]
+    naga_cancel = naga.NagaCancel(bet_tx(letter, kind, n), None)
+    return envelope.stamp((naga.to_fields(naga_cancel),))[0]
 
 
 def check_signature_roundtrip(public_path: Path, signatures: Mapping[str, str]) -> None:

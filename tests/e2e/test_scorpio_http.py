@@ -3,7 +3,9 @@
 import asyncio
 import time
 from decimal import Decimal
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -21,15 +23,19 @@ from worker import ledger
 pytestmark = pytest.mark.integration
 
 
-async def post(client: httpx.AsyncClient, body: bytes, **kw) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    response = await client.post(
-        "/scorpio", content=body, headers=kw.pop("headers", None) or scorpio_headers(body)
-    )
+async def post(
+    client: httpx.AsyncClient, body: bytes, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    response = await client.post("/scorpio", content=body, headers=headers or scorpio_headers(body))
     assert response.status_code == 200
-    return response.json()  # type: ignore[no-any-return]
+    answer = response.json()
+    assert isinstance(answer, dict)
+    return answer
 
 
-async def test_every_outcome_of_the_scorpio_column(env, db) -> None:  # type: ignore[no-untyped-def]
+async def test_every_outcome_of_the_scorpio_column(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
     for tx in ("open", "settled", "mismatch", "other-player"):
         await seed_bet(db, tx)
     await ledger.settle(db, provider="scorpio", tx="settled")
@@ -66,7 +72,9 @@ async def test_every_outcome_of_the_scorpio_column(env, db) -> None:  # type: ig
     await assert_conservation(db)
 
 
-async def test_sixteen_concurrent_identical_retries_refund_once(env, db) -> None:  # type: ignore[no-untyped-def]
+async def test_sixteen_concurrent_identical_retries_refund_once(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     body = scorpio_body(transaction_id="c1", reference_id="bet-1")
     headers = scorpio_headers(body)
@@ -94,7 +102,9 @@ MALFORMED = [
 ]
 
 
-async def test_malformed_bodies_get_an_answer_and_the_service_keeps_serving(env, db) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_bodies_get_an_answer_and_the_service_keeps_serving(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     async with (
         running_worker(env),
@@ -118,7 +128,9 @@ async def test_malformed_bodies_get_an_answer_and_the_service_keeps_serving(env,
     await assert_conservation(db)
 
 
-async def test_no_outcome_in_time_is_err_unknown_and_the_retry_gets_ok(env, db) -> None:  # type: ignore[no-untyped-def]
+async def test_no_outcome_in_time_is_err_unknown_and_the_retry_gets_ok(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     env = {**env, "REPLY_DEADLINE_MS": "1000"}
     body = scorpio_body(transaction_id="c1", reference_id="bet-1")
@@ -138,7 +150,7 @@ async def test_no_outcome_in_time_is_err_unknown_and_the_retry_gets_ok(env, db) 
     await assert_conservation(db)
 
 
-async def test_health_and_readiness(env) -> None:  # type: ignore[no-untyped-def]
+async def test_health_and_readiness(env: dict[str, str]) -> None:
     async with running_ingress(env) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/readyz")).json() == {
@@ -150,7 +162,9 @@ async def test_health_and_readiness(env) -> None:  # type: ignore[no-untyped-def
         assert (await client.post("/nowhere")).status_code == 404
 
 
-async def test_a_field_the_seed_does_not_list_is_signed_accepted_and_counted(env, db) -> None:  # type: ignore[no-untyped-def]
+async def test_a_field_the_seed_does_not_list_is_signed_accepted_and_counted(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
     """Tolerant reader, over HTTP: a provider adds `sessionId` without notice; the
     signature covers it, the refund goes through, and the ingress counts it."""
     await seed_bet(db, "open")

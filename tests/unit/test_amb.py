@@ -13,7 +13,7 @@ import pytest
 
 from adapters import amb, jsonbody
 from adapters.contract import Accepted, Envelope, Request, Response, request_digest
-from adapters.settings import ProviderSecrets
+from adapters.secrets import ProviderSecrets
 from schemas import (
     CancelItem,
     CancelOutcome,
@@ -23,6 +23,7 @@ from schemas import (
     Provider,
     ReplyTo,
 )
+from tests.providers import provider_secrets, stamped
 
 AGENT = "agent001"
 API_KEY = "851d8beb-2055-4107-bd77-63efd76fdead"
@@ -32,7 +33,9 @@ AUTH = amb.basic_auth_header(AGENT, API_KEY)
 NOW = 1_760_000_000_000  # the server clock when the request arrived
 DECIDED = NOW + 42  # when the worker decided
 REPLY_TO = ReplyTo(topic="refund.replies", partition=3)
-ENVELOPE = Envelope(request_id="req-1", reply_to=REPLY_TO, deadline_ms=NOW + 3500)
+ENVELOPE = Envelope(
+    request_id="req-1", reply_to=REPLY_TO, deadline_ms=NOW + 3500, requested_at_ms=NOW
+)
 
 REQUEST_ID = "26cf1ce1-8ee1-4bbf-9d42-872631054bcf"
 PRODUCT_ID = "{{ Product ID }}"
@@ -76,7 +79,7 @@ def request(body: bytes, authorization: str | None = AUTH, received_at_ms: int =
 
 
 def accept(body: bytes, authorization: str | None = AUTH) -> Accepted | Response:
-    return amb.accept(request(body, authorization), ENVELOPE, CONFIG)
+    return amb.accept(request(body, authorization), CONFIG)
 
 
 def accepted(body: bytes) -> Accepted:
@@ -124,7 +127,7 @@ def outcome(
 
 
 def render(result: CancelOutcome | None) -> Response:
-    return amb.render(accepted(encode(seed_body())), [result])
+    return accepted(encode(seed_body())).answer([result])
 
 
 # Authentication
@@ -205,7 +208,7 @@ def test_config_refuses_unusable_credentials(username: bytes, api_key: bytes) ->
 
 def test_golden_seed_request_and_response() -> None:
     result = accepted(encode(seed_body()))
-    (event,) = result.events
+    (event,) = stamped(result, ENVELOPE)
     items = [CancelItem(bet_tx="Tip-001", amount=Decimal(1000), round_id="Tip-R-0001")]
     assert event.correlation_id == "req-1.0"
     assert event.provider is Provider.AMB
@@ -218,7 +221,7 @@ def test_golden_seed_request_and_response() -> None:
     assert event.deadline_ms == NOW + 3500
     assert event.requested_at_ms == NOW
 
-    response = amb.render(result, [outcome(Outcome.REFUNDED)])
+    response = result.answer([outcome(Outcome.REFUNDED)])
     assert response.status == 200
     assert response.body == (
         b'{"id":"26cf1ce1-8ee1-4bbf-9d42-872631054bcf","statusCode":0,'
@@ -231,7 +234,7 @@ def test_golden_seed_request_and_response() -> None:
 def test_seed_text_with_fractional_amount_stays_exact() -> None:
     body = encode(seed_body(txns=[txn(1, betAmount=Decimal("12.34"))]))
     assert b'"betAmount":12.34' in body
-    (event,) = accepted(body).events
+    (event,) = stamped(accepted(body), ENVELOPE)
     assert event.items[0].amount == Decimal("12.34")
     assert isinstance(event.items[0].amount, Decimal)
 
@@ -239,8 +242,8 @@ def test_seed_text_with_fractional_amount_stays_exact() -> None:
 def test_multi_txn_request_is_one_event_with_every_item_in_order() -> None:
     txns = [txn(3), txn(1), txn(2)]
     result = accepted(encode(seed_body(txns=txns)))
-    assert len(result.events) == 1
-    (event,) = result.events
+    assert len(result.cancels) == 1
+    (event,) = stamped(result, ENVELOPE)
     assert [item.bet_tx for item in event.items] == ["Tip-003", "Tip-001", "Tip-002"]
     assert [item.amount for item in event.items] == [Decimal(30), Decimal(10), Decimal(20)]
     assert [item.round_id for item in event.items] == ["Tip-R-0003", "Tip-R-0001", "Tip-R-0002"]
@@ -251,7 +254,7 @@ def test_multi_txn_request_is_one_event_with_every_item_in_order() -> None:
 
 
 def test_hundred_txns_are_accepted() -> None:
-    (event,) = accepted(encode(seed_body(txns=[txn(i) for i in range(1, 101)]))).events
+    (event,) = stamped(accepted(encode(seed_body(txns=[txn(i) for i in range(1, 101)]))), ENVELOPE)
     assert len(event.items) == 100
 
 
@@ -259,13 +262,14 @@ def test_retry_carries_the_same_cancel_id_and_digest() -> None:
     first = accepted(encode(seed_body()))
     later = amb.accept(
         request(encode(seed_body(timestampMillis=NOW + 9_000)), received_at_ms=NOW + 10_000),
-        Envelope(request_id="req-2", reply_to=REPLY_TO, deadline_ms=NOW + 13_500),
         CONFIG,
     )
     assert isinstance(later, Accepted)
-    assert later.events[0].cancel_id == first.events[0].cancel_id
-    assert later.events[0].request_digest == first.events[0].request_digest
-    assert later.events[0].correlation_id == "req-2.0"
+    envelope = Envelope("req-2", REPLY_TO, deadline_ms=NOW + 13_500, requested_at_ms=NOW + 10_000)
+    (first_event,), (later_event,) = stamped(first, ENVELOPE), stamped(later, envelope)
+    assert later_event.cancel_id == first_event.cancel_id
+    assert later_event.request_digest == first_event.request_digest
+    assert later_event.correlation_id == "req-2.0"
 
 
 @pytest.mark.parametrize("skew_ms", [-300_000, 0, 300_000])
@@ -430,7 +434,7 @@ def test_fields_the_seed_does_not_list_are_accepted_and_counted(body: bytes, unk
     result = accept(body)
     assert isinstance(result, Accepted), result
     assert result.unknown_fields == unknown
-    (event,) = result.events
+    (event,) = stamped(result, ENVELOPE)
     assert event.request_digest == accepted_event(plain_twin(body)).request_digest
 
 
@@ -445,7 +449,7 @@ def plain_twin(body: bytes) -> bytes:
 def accepted_event(body: bytes) -> CancelRequested:
     result = accept(body)
     assert isinstance(result, Accepted), result
-    (event,) = result.events
+    (event,) = stamped(result, ENVELOPE)
     return event
 
 
@@ -481,19 +485,19 @@ def test_unparseable_body_gets_empty_id() -> None:
 def test_strings_of_256_characters_are_accepted() -> None:
     body = seed_body(id=EXACT_MAX, productId=EXACT_MAX, username=EXACT_MAX)
     body["txns"] = [txn(1, id=EXACT_MAX, roundId=EXACT_MAX)]
-    (event,) = accepted(encode(body)).events
+    (event,) = stamped(accepted(encode(body)), ENVELOPE)
     assert event.cancel_id == EXACT_MAX
 
 
 def test_amount_at_currency_precision_is_accepted() -> None:
     body = seed_body(currency="KWD", txns=[txn(1, betAmount=Decimal("0.001"))])
-    (event,) = accepted(encode(body)).events
+    (event,) = stamped(accepted(encode(body)), ENVELOPE)
     assert event.items[0].amount == Decimal("0.001")
 
 
 def test_refused_unread_body_answer() -> None:
     (route,) = amb.routes(_secrets())
-    response = route.invalid()
+    response = route.invalid(NOW)
     assert response.status == 200
     answer = decoded(response)
     assert list(answer) == ["id", "statusCode", "productId", "timestampMillis"]
@@ -585,7 +589,7 @@ def test_no_outcome_in_time_answers_retryable_internal_error() -> None:
 def test_a_retry_hears_the_same_answer(kind: Outcome) -> None:
     first = render(outcome(kind, Decimal(8600), Decimal(8600)))
     retry = accepted(encode(seed_body(timestampMillis=NOW + 5_000)))
-    again = amb.render(retry, [outcome(kind, Decimal(8600), Decimal(8600), replayed=True)])
+    again = retry.answer([outcome(kind, Decimal(8600), Decimal(8600), replayed=True)])
     assert again == first
 
 
@@ -593,26 +597,16 @@ def test_a_retry_hears_the_same_answer(kind: Outcome) -> None:
 
 
 def _secrets() -> ProviderSecrets:
-    return ProviderSecrets(
-        scorpio_api_token="s",
-        hpgames_merchant_id="m",
-        hpgames_secret_key="k",
-        naga_public_key_pem=b"",
-        amb_agent_username=AGENT,
-        amb_api_key=API_KEY,
-    )
+    return provider_secrets(AMB_AGENT_USERNAME=AGENT, AMB_API_KEY=API_KEY)
 
 
 def test_routes_bind_the_configured_credentials() -> None:
     (route,) = amb.routes(_secrets())
     assert route.path == "/amb/cancelTips"
     assert route.provider is Provider.AMB
-    assert route.render is amb.render
-    good = route.accept(request(encode(seed_body())), ENVELOPE)
+    good = route.accept(request(encode(seed_body())))
     assert isinstance(good, Accepted)
-    bad = route.accept(
-        request(encode(seed_body()), amb.basic_auth_header(AGENT, "other")), ENVELOPE
-    )
+    bad = route.accept(request(encode(seed_body()), amb.basic_auth_header(AGENT, "other")))
     assert isinstance(bad, Response)
     assert bad.status == 401
 

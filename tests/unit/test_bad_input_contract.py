@@ -32,6 +32,7 @@ from tests.providers import (
     fuzz_wire,
     json_values,
     secrets_env,
+    stamped,
     tolerated_inputs,
 )
 
@@ -40,6 +41,7 @@ ENVELOPE = Envelope(
     request_id="req-1",
     reply_to=ReplyTo(topic="t.replies", partition=0),
     deadline_ms=NOW_MS + 3500,
+    requested_at_ms=NOW_MS,
 )
 FUZZ = settings(
     max_examples=200,
@@ -64,7 +66,7 @@ def table(naga_key_dir: Path) -> dict[str, Route]:
 
 
 def accept(table: dict[str, Route], wire: Wire) -> Accepted | Response:
-    return table[wire.path].accept(Request(wire.headers, wire.body, NOW_MS), ENVELOPE)
+    return table[wire.path].accept(Request(wire.headers, wire.body, NOW_MS))
 
 
 def test_every_route_of_the_ingress_is_in_the_matrix(table: dict[str, Route]) -> None:
@@ -77,7 +79,7 @@ def test_the_valid_request_the_cases_spoil_is_accepted(
 ) -> None:
     result = accept(table, api.request(Cancel(cancel_id="cancel-1", bet_tx="bet-1"), keys, NOW_MS))
     assert isinstance(result, Accepted), result
-    (event,) = result.events
+    (event,) = stamped(result, ENVELOPE)
     assert event.provider.value == api.provider
     assert [item.bet_tx for item in event.items] == ["bet-1"]
     if api.reports_balance:  # every provider but Naga names the cancel, player and money
@@ -123,7 +125,9 @@ def test_fields_the_seed_does_not_list_are_accepted_ignored_and_counted(
     assert result.unknown_fields == case.unknown_fields
     plain = accept(table, api.request(Cancel(cancel_id="cancel-1", bet_tx="bet-1"), keys, NOW_MS))
     assert isinstance(plain, Accepted)
-    assert [e.request_digest for e in result.events] == [e.request_digest for e in plain.events]
+    assert [e.request_digest for e in stamped(result, ENVELOPE)] == [
+        e.request_digest for e in stamped(plain, ENVELOPE)
+    ]
 
 
 @pytest.mark.parametrize("api", APIS, ids=lambda api: api.name)
@@ -147,7 +151,6 @@ def test_arbitrary_changes_to_a_valid_request_never_raise_and_answer_in_format(
     """Deeper than arbitrary JSON: the valid signed request with fields removed, added
     or set to arbitrary JSON. Refused in the provider's format, or accepted; an accepted
     request's "no outcome in time" answer is in the provider's format too."""
-    route = table[api.path]
 
     @FUZZ
     @given(changes=edits(api))
@@ -156,7 +159,7 @@ def test_arbitrary_changes_to_a_valid_request_never_raise_and_answer_in_format(
         if isinstance(result, Response):
             assert_refused(api, result.status, result.body)
         else:
-            late = route.render(result, [None] * len(result.events))
+            late = result.answer([None] * len(result.cancels))
             api.answers(late.status, late.body)
 
     check()

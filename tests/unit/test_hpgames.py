@@ -14,8 +14,8 @@ import pytest
 
 from adapters import hpgames
 from adapters.contract import Accepted, Envelope, Request, Response
-from adapters.settings import ProviderSecrets
 from schemas import CancelOutcome, ItemResult, Outcome, Provider, ReplyTo
+from tests.providers import provider_secrets, stamped
 
 SECRET = "hpgames-test-secret"
 MERCHANT = "21385394-6dda-4171-a003-02fa4a975643"  # the seed example's merchant id
@@ -25,6 +25,7 @@ ENVELOPE = Envelope(
     request_id="req-1",
     reply_to=ReplyTo(topic="t.replies", partition=0),
     deadline_ms=NOW_MS + 3500,
+    requested_at_ms=NOW_MS,
 )
 RESPONSE_FIELDS = [
     "errorCode",
@@ -94,12 +95,12 @@ def request(body: Any, received_at_ms: int = NOW_MS) -> Request:
 def accept(body: Any, seen: hpgames.SeenHashes | None = None) -> Accepted | Response:
     """One request to a fresh ingress (no hash seen before), or to one that saw `seen`."""
     seen = hpgames.SeenHashes() if seen is None else seen
-    return hpgames.accept(request(body), ENVELOPE, CONFIG, seen)
+    return hpgames.accept(request(body), CONFIG, seen)
 
 
 def accept_bulk(body: Any, seen: hpgames.SeenHashes | None = None) -> Accepted | Response:
     seen = hpgames.SeenHashes() if seen is None else seen
-    return hpgames.accept_bulk(request(body), ENVELOPE, CONFIG, seen)
+    return hpgames.accept_bulk(request(body), CONFIG, seen)
 
 
 def decode(response: Response) -> Any:
@@ -198,7 +199,7 @@ def test_hash_changes_with_every_input(args: tuple[str, str, str, str]) -> None:
 
 def test_a_correctly_signed_request_is_accepted() -> None:
     result = accepted(accept(cancel_item()))
-    assert len(result.events) == 1
+    assert len(result.cancels) == 1
 
 
 def test_tampered_signed_field_fails_authentication() -> None:
@@ -244,7 +245,7 @@ def test_the_hash_does_not_cover_the_amount() -> None:
     amount passes here and is refused by the worker against the recorded debit."""
     item = cancel_item()
     item["amount"] = Lit("9999")
-    event = accepted(accept(item)).events[0]
+    event = stamped(accepted(accept(item)), ENVELOPE)[0]
     assert event.items[0].amount == Decimal("9999")
 
 
@@ -305,7 +306,7 @@ def seed_outcome(correlation_id: str = "req-1.0") -> CancelOutcome:
 def test_golden_cancel_debit() -> None:
     body = seed_request(str(NOW_MS // 1000)).encode()
     result = accepted(accept(body))
-    (event,) = result.events
+    (event,) = stamped(result, ENVELOPE)
     assert event.provider is Provider.HPGAMES
     assert event.cancel_id == "5f95f6d2-3e61-4434-96b8-07905f0fd557"
     assert event.player == "d02b5979-6d2a-4830-80e2-bf3fa608a2f2"
@@ -318,7 +319,7 @@ def test_golden_cancel_debit() -> None:
     assert event.deadline_ms == ENVELOPE.deadline_ms
     assert event.requested_at_ms == NOW_MS
 
-    response = hpgames.render(result, [seed_outcome()])
+    response = result.answer([seed_outcome()])
     assert response.status == 200
     expected = json.loads(SEED_RESPONSE, parse_float=Decimal)
     assert json.loads(response.body, parse_float=Decimal) == expected
@@ -328,8 +329,8 @@ def test_golden_cancel_debit() -> None:
 def test_golden_bulk_cancel_debit() -> None:
     body = '{"cancelDebitRequests": [' + seed_request(str(NOW_MS)) + "]}"
     result = accepted(accept_bulk(body.encode()))
-    assert len(result.events) == 1
-    response = hpgames.render_bulk(result, [seed_outcome()])
+    assert len(result.cancels) == 1
+    response = result.answer([seed_outcome()])
     expected = {"cancelDebitResponses": [json.loads(SEED_RESPONSE, parse_float=Decimal)]}
     assert json.loads(response.body, parse_float=Decimal) == expected
     assert response.status == 200
@@ -337,9 +338,9 @@ def test_golden_bulk_cancel_debit() -> None:
 
 def test_request_digest_ignores_timestamp_and_hash() -> None:
     """A retry (new timestamp, new hash) is the same cancel for the worker."""
-    first = accepted(accept(cancel_item())).events[0]
-    retry = accepted(accept(cancel_item(timestamp=Lit(str(NOW_MS - 60_000))))).events[0]
-    other = accepted(accept(cancel_item(amount=Lit("11")))).events[0]
+    first = stamped(accepted(accept(cancel_item())), ENVELOPE)[0]
+    retry = stamped(accepted(accept(cancel_item(timestamp=Lit(str(NOW_MS - 60_000))))), ENVELOPE)[0]
+    other = stamped(accepted(accept(cancel_item(amount=Lit("11")))), ENVELOPE)[0]
     assert first.request_digest == retry.request_digest
     assert first.request_digest != other.request_digest
 
@@ -356,9 +357,9 @@ def test_created_timestamp_is_accepted_under_either_name() -> None:
 
 
 def test_amounts_keep_their_exact_decimal_value() -> None:
-    event = accepted(accept(cancel_item(amount=Lit("0.10")))).events[0]
+    event = stamped(accepted(accept(cancel_item(amount=Lit("0.10")))), ENVELOPE)[0]
     assert event.items[0].amount == Decimal("0.10")
-    event = accepted(accept(cancel_item(amount=Lit("1E+2")))).events[0]
+    event = stamped(accepted(accept(cancel_item(amount=Lit("1E+2")))), ENVELOPE)[0]
     assert event.items[0].amount == Decimal("100")
 
 
@@ -398,19 +399,19 @@ def test_null_required_field_is_invalid(name: str) -> None:
 def test_currency_is_optional_and_then_the_worker_takes_the_debits(currency: Any) -> None:
     """Seed 4.8.1: `currency` is Optional. Refused before (issue 11): never refunded."""
     result = accepted(accept(cancel_item(currency=currency, amount=Lit("10.50"))))
-    (event,) = result.events
+    (event,) = stamped(result, ENVELOPE)
     assert event.currency is None
     assert event.player == "player-1"
     assert [(item.bet_tx, item.amount) for item in event.items] == [("debit-1", Decimal("10.50"))]
     # The same cancel naming its currency is another request (the digest covers it).
-    named = accepted(accept(cancel_item(amount=Lit("10.50")))).events[0]
+    named = stamped(accepted(accept(cancel_item(amount=Lit("10.50")))), ENVELOPE)[0]
     assert named.request_digest != event.request_digest
     # The answer without an outcome still carries every field (currency "").
-    late = decode(hpgames.render(result, [None]))
+    late = decode(result.answer([None]))
     assert_answer_shape(late)
     assert (late["errorCode"], late["currency"]) == (hpgames.ERROR_INTERNAL, "")
     # With an outcome, the debit's currency is reported.
-    answer = decode(hpgames.render(result, [outcome(Outcome.REFUNDED, after="110.50")]))
+    answer = decode(result.answer([outcome(Outcome.REFUNDED, after="110.50")]))
     assert (answer["errorCode"], answer["currency"]) == (0, "EUR")
 
 
@@ -426,7 +427,9 @@ def test_without_a_currency_the_amount_is_still_checked_at_the_door(amount: str)
 
 
 def test_without_a_currency_an_amount_with_4_decimals_goes_to_the_worker() -> None:
-    (event,) = accepted(accept(cancel_item(currency=MISSING, amount=Lit("10.0001")))).events
+    (event,) = stamped(
+        accepted(accept(cancel_item(currency=MISSING, amount=Lit("10.0001")))), ENVELOPE
+    )
     assert event.items[0].amount == Decimal("10.0001")
 
 
@@ -461,8 +464,8 @@ def test_fields_the_seed_does_not_list_are_accepted_and_counted() -> None:
     """Tolerant reader: HPGames + `roundId` was errorCode 2 (issue 11)."""
     result = accepted(accept(cancel_item(roundId="r-1", bonus=Lit('{"a":[1,2]}'))))
     assert result.unknown_fields == 2
-    (event,) = result.events
-    plain = accepted(accept(cancel_item())).events[0]
+    (event,) = stamped(result, ENVELOPE)
+    plain = stamped(accepted(accept(cancel_item())), ENVELOPE)[0]
     assert event.request_digest == plain.request_digest  # ignored: the same cancel
 
 
@@ -488,7 +491,8 @@ def test_an_invalid_request_echoes_its_transaction_id() -> None:
 def test_ids_with_control_characters_or_too_long_are_invalid(name: str, value: str) -> None:
     """Issue 11: an unsigned `transactionId` "evil\\u0000…" was published and stopped a
     partition (PostgreSQL refuses NUL). Refused at the door, nothing published."""
-    item = cancel_item(**{name: value})
+    changes: dict[str, Any] = {name: value}
+    item = cancel_item(**changes)
     answer = rejected(accept(item))
     assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
     if name == "transactionId":
@@ -639,7 +643,7 @@ def test_invalid_reply_has_the_single_response_shape() -> None:
 def test_outcome_mapping(kind: Outcome, error_code: int, balance: str) -> None:
     result = accepted(accept(cancel_item()))
     after = "110.00" if kind is Outcome.REFUNDED else None
-    answer = decode(hpgames.render(result, [outcome(kind, after=after)]))
+    answer = decode(result.answer([outcome(kind, after=after)]))
     assert_answer_shape(answer)
     assert answer["errorCode"] == error_code
     assert answer["errorText"] == hpgames.ERROR_TEXTS[error_code]
@@ -658,7 +662,7 @@ def test_every_outcome_has_an_error_code_and_a_text() -> None:
 
 def test_no_outcome_within_the_deadline_is_a_retryable_error() -> None:
     result = accepted(accept(cancel_item()))
-    answer = decode(hpgames.render(result, [None]))
+    answer = decode(result.answer([None]))
     assert_answer_shape(answer)
     assert answer["errorCode"] == hpgames.ERROR_INTERNAL
     assert answer["balance"] == 0
@@ -669,7 +673,7 @@ def test_no_outcome_within_the_deadline_is_a_retryable_error() -> None:
 
 def test_bet_unknown_without_an_account_answers_success_with_balance_zero() -> None:
     result = accepted(accept(cancel_item()))
-    answer = decode(hpgames.render(result, [outcome(Outcome.BET_UNKNOWN, before=None)]))
+    answer = decode(result.answer([outcome(Outcome.BET_UNKNOWN, before=None)]))
     assert answer["errorCode"] == 0
     assert answer["balance"] == 0
     assert answer["currency"] == "EUR"
@@ -677,14 +681,14 @@ def test_bet_unknown_without_an_account_answers_success_with_balance_zero() -> N
 
 def test_a_replayed_outcome_gets_the_same_answer() -> None:
     result = accepted(accept(cancel_item()))
-    first = hpgames.render(result, [outcome(Outcome.REFUNDED, after="110.00")])
-    again = hpgames.render(result, [outcome(Outcome.REFUNDED, after="110.00", replayed=True)])
+    first = result.answer([outcome(Outcome.REFUNDED, after="110.00")])
+    again = result.answer([outcome(Outcome.REFUNDED, after="110.00", replayed=True)])
     assert first == again
 
 
 def test_balance_is_written_as_an_exact_json_number() -> None:
     result = accepted(accept(cancel_item()))
-    response = hpgames.render(result, [outcome(Outcome.REFUNDED, after="12345678901.23")])
+    response = result.answer([outcome(Outcome.REFUNDED, after="12345678901.23")])
     assert b'"balance":12345678901.23,' in response.body
 
 
@@ -711,11 +715,11 @@ def test_bulk_mixed_items_are_answered_in_request_order() -> None:
     not_an_object = Lit("42")
     result = accepted(accept_bulk(bulk(good_a, bad_hash, good_c, bad_amount, not_an_object)))
 
-    assert [e.cancel_id for e in result.events] == ["cancel-1", "cancel-3"]
-    assert [e.player for e in result.events] == ["player-1", "player-2"]
-    assert [e.correlation_id for e in result.events] == ["req-1.0", "req-1.1"]
-    assert result.events[1].currency == "USD"
-    assert result.events[1].items[0].amount == Decimal("5.5")
+    assert [e.cancel_id for e in stamped(result, ENVELOPE)] == ["cancel-1", "cancel-3"]
+    assert [e.player for e in stamped(result, ENVELOPE)] == ["player-1", "player-2"]
+    assert [e.correlation_id for e in stamped(result, ENVELOPE)] == ["req-1.0", "req-1.1"]
+    assert stamped(result, ENVELOPE)[1].currency == "USD"
+    assert stamped(result, ENVELOPE)[1].items[0].amount == Decimal("5.5")
 
     outcomes = [
         outcome(Outcome.REFUNDED, after="110.00"),
@@ -729,7 +733,7 @@ def test_bulk_mixed_items_are_answered_in_request_order() -> None:
             ledger_tx="ledger-3",
         ),
     ]
-    got = answers(hpgames.render_bulk(result, outcomes))
+    got = answers(result.answer(outcomes))
     assert [(a["errorCode"], a["transactionId"]) for a in got] == [
         (0, "cancel-1"),
         (hpgames.ERROR_AUTHENTICATION, "cancel-2"),
@@ -751,8 +755,8 @@ def test_bulk_checks_each_items_hash_and_merchant() -> None:
     ]
     items[3]["transactionIdToCancel"] = "debit-tampered"
     result = accepted(accept_bulk(bulk(*items)))
-    assert [e.cancel_id for e in result.events] == ["cancel-1"]
-    got = answers(hpgames.render_bulk(result, [None]))
+    assert [e.cancel_id for e in stamped(result, ENVELOPE)] == ["cancel-1"]
+    got = answers(result.answer([None]))
     assert [a["errorCode"] for a in got] == [
         hpgames.ERROR_INTERNAL,
         hpgames.ERROR_AUTHENTICATION,
@@ -764,8 +768,8 @@ def test_bulk_checks_each_items_hash_and_merchant() -> None:
 def test_bulk_items_are_checked_against_the_clock_one_by_one() -> None:
     stale = cancel_item(n=2, timestamp=Lit(str(NOW_MS - 301_000)))
     result = accepted(accept_bulk(bulk(cancel_item(n=1), stale)))
-    assert len(result.events) == 1
-    got = answers(hpgames.render_bulk(result, [outcome(Outcome.ALREADY_CANCELLED)]))
+    assert len(result.cancels) == 1
+    got = answers(result.answer([outcome(Outcome.ALREADY_CANCELLED)]))
     assert [a["errorCode"] for a in got] == [0, hpgames.ERROR_INVALID_REQUEST]
 
 
@@ -773,12 +777,12 @@ def test_bulk_repeating_a_cancel_with_the_same_content_shares_its_answer() -> No
     first = cancel_item(n=1)
     again = cancel_item(n=1, timestamp=Lit(str(NOW_MS - 1000)))  # a resend: new hash
     result = accepted(accept_bulk(bulk(first, cancel_item(n=2), again)))
-    assert [e.cancel_id for e in result.events] == ["cancel-1", "cancel-2"]
+    assert [e.cancel_id for e in stamped(result, ENVELOPE)] == ["cancel-1", "cancel-2"]
     outcomes = [
         outcome(Outcome.REFUNDED, after="110.00"),
         outcome(Outcome.BET_UNKNOWN, cancel_id="cancel-2", bet_tx="debit-2", before="110.00"),
     ]
-    got = answers(hpgames.render_bulk(result, outcomes))
+    got = answers(result.answer(outcomes))
     assert got[0] == got[2]
     assert got[0]["balance"] == Decimal("110.00")
 
@@ -786,8 +790,8 @@ def test_bulk_repeating_a_cancel_with_the_same_content_shares_its_answer() -> No
 def test_bulk_reusing_a_cancel_id_for_other_content_is_invalid() -> None:
     other = cancel_item(n=1, amount=Lit("20"))
     result = accepted(accept_bulk(bulk(cancel_item(n=1), other)))
-    assert len(result.events) == 1
-    got = answers(hpgames.render_bulk(result, [outcome(Outcome.REFUNDED, after="110.00")]))
+    assert len(result.cancels) == 1
+    got = answers(result.answer([outcome(Outcome.REFUNDED, after="110.00")]))
     assert [(a["errorCode"], a["transactionId"]) for a in got] == [
         (0, "cancel-1"),
         (hpgames.ERROR_INVALID_REQUEST, "cancel-1"),
@@ -856,23 +860,25 @@ def test_malformed_bulk_body_gets_one_error_in_the_bulk_shape(body: bytes) -> No
 def test_bulk_over_the_item_limit_is_refused_whole() -> None:
     assert hpgames.BULK_ITEMS_MAX == 1000
     body = '{"cancelDebitRequests":[' + ",".join(["{}"] * (hpgames.BULK_ITEMS_MAX + 1)) + "]}"
-    (answer,) = answers(accept_bulk(body.encode()))  # type: ignore[arg-type]
+    refused = accept_bulk(body.encode())
+    assert isinstance(refused, Response)
+    (answer,) = answers(refused)
     assert answer["errorCode"] == hpgames.ERROR_INVALID_REQUEST
 
 
 def test_a_bulk_with_fields_the_seed_does_not_list_is_accepted_and_counted() -> None:
     body = {**bulk(cancel_item(n=1, roundId="r"), cancel_item(n=2)), "batchId": "b-1"}
     result = accepted(accept_bulk(body))
-    assert len(result.events) == 2
+    assert len(result.cancels) == 2
     assert result.unknown_fields == 2
 
 
 def test_bulk_of_1000_items_becomes_1000_events() -> None:
     items = [cancel_item(n=n, playerId=f"player-{n % 7}") for n in range(1000)]
     result = accepted(accept_bulk(bulk(*items)))
-    assert len(result.events) == 1000
-    assert [e.cancel_id for e in result.events] == [f"cancel-{n}" for n in range(1000)]
-    assert len({e.correlation_id for e in result.events}) == 1000
+    assert len(result.cancels) == 1000
+    assert [e.cancel_id for e in stamped(result, ENVELOPE)] == [f"cancel-{n}" for n in range(1000)]
+    assert len({e.correlation_id for e in stamped(result, ENVELOPE)}) == 1000
     outcomes = [
         outcome(
             Outcome.REFUNDED,
@@ -883,14 +889,14 @@ def test_bulk_of_1000_items_becomes_1000_events() -> None:
         )
         for n in range(1000)
     ]
-    got = answers(hpgames.render_bulk(result, outcomes))
+    got = answers(result.answer(outcomes))
     assert [a["transactionId"] for a in got] == [f"cancel-{n}" for n in range(1000)]
     assert [a["balance"] for a in got] == [Decimal(100 + n) for n in range(1000)]
 
 
 def test_bulk_timeouts_are_per_event() -> None:
     result = accepted(accept_bulk(bulk(cancel_item(n=1), cancel_item(n=2))))
-    got = answers(hpgames.render_bulk(result, [outcome(Outcome.REFUNDED, after="1"), None]))
+    got = answers(result.answer([outcome(Outcome.REFUNDED, after="1"), None]))
     assert [a["errorCode"] for a in got] == [0, hpgames.ERROR_INTERNAL]
 
 
@@ -898,19 +904,12 @@ def test_bulk_timeouts_are_per_event() -> None:
 
 
 def test_routes_bind_the_configuration() -> None:
-    secrets = ProviderSecrets(
-        scorpio_api_token="s",
-        hpgames_merchant_id=MERCHANT,
-        hpgames_secret_key=SECRET,
-        naga_public_key_pem=b"",
-        amb_agent_username="u",
-        amb_api_key="k",
-    )
+    secrets = provider_secrets(HPGAMES_MERCHANT_ID=MERCHANT, HPGAMES_SECRET_KEY=SECRET)
     single, many = hpgames.routes(secrets)
     assert (single.path, many.path) == ("/hpgames/cancelDebit", "/hpgames/bulkCancelDebit")
     assert single.provider is many.provider is Provider.HPGAMES
-    assert accepted(single.accept(request(cancel_item()), ENVELOPE))
-    assert accepted(many.accept(request(bulk(cancel_item())), ENVELOPE))
-    assert single.invalid() == hpgames.invalid_reply()
-    assert many.invalid() == hpgames.bulk_invalid_reply()
-    assert rejected(single.invalid())["errorCode"] == hpgames.ERROR_INVALID_REQUEST
+    assert accepted(single.accept(request(cancel_item())))
+    assert accepted(many.accept(request(bulk(cancel_item()))))
+    assert single.invalid(NOW_MS) == hpgames.invalid_reply()
+    assert many.invalid(NOW_MS) == hpgames.bulk_invalid_reply()
+    assert rejected(single.invalid(NOW_MS))["errorCode"] == hpgames.ERROR_INVALID_REQUEST

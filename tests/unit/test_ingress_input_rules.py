@@ -16,7 +16,6 @@ from pydantic import ValidationError
 
 from adapters import amb, hpgames, jsonbody
 from adapters.contract import request_digest
-from adapters.settings import ProviderSecrets
 from refundctl import cli, config, logs
 from schemas import (
     AMOUNT_DIGITS_MAX,
@@ -30,6 +29,7 @@ from schemas import (
     validate_amount,
     validate_text,
 )
+from tests.providers import provider_secrets
 from tests.unit import preauth_cost
 from worker import ledger
 
@@ -286,19 +286,19 @@ def secrets_env(tmp_path: Path, bits: int = 2048, **changes: str) -> dict[str, s
         {"SCORPIO_API_TOKEN": "short"},
     ],
 )
-def test_blank_and_short_secrets_are_refused(tmp_path: Path, changes: dict[str, str]) -> None:
+def test_blank_and_short_secrets_are_refused(tmp_path: Path, changes: dict[str, Any]) -> None:
     with pytest.raises(config.ConfigError):
         config.provider_secrets(secrets_env(tmp_path, **changes))
 
 
 def test_the_dev_stack_may_use_short_secrets_and_the_dev_values_pass(tmp_path: Path) -> None:
     env = secrets_env(tmp_path, AMB_API_KEY="short-key")
-    assert config.provider_secrets(env, dev_stack=True).amb_api_key == "short-key"
+    assert config.provider_secrets(env, dev_stack=True).value("AMB_API_KEY") == "short-key"
     with pytest.raises(config.ConfigError, match="blank"):
         config.provider_secrets({**env, "AMB_API_KEY": " "}, dev_stack=True)
     dev = {**env, **config.DEV_SECRETS}
     assert len(dev["AMB_API_KEY"]) == 15  # the documented dev value: kept as it is
-    assert config.provider_secrets(dev).amb_api_key == "dev-amb-api-key"
+    assert config.provider_secrets(dev).value("AMB_API_KEY") == "dev-amb-api-key"
 
 
 def test_a_naga_key_under_2048_bits_is_refused_at_start(tmp_path: Path) -> None:
@@ -311,6 +311,7 @@ def test_secrets_of_any_length_are_scrubbed_from_logs(secret: str) -> None:
     """Issue 11: secrets under 6 characters were never scrubbed."""
     redact = logs.make_redactor([secret, "  "])
     event = redact(None, "info", {"event": "x", "detail": f"v={secret};"})
+    assert isinstance(event, dict)
     assert event["detail"] == f"v={logs.REDACTED};"
 
 
@@ -342,7 +343,7 @@ def test_seen_hashes_refuse_a_hash_with_another_transaction_id() -> None:
 
 def test_amb_authenticates_before_the_size_answer() -> None:
     """Issue 11: a body over 1 MiB without credentials got 200/40003, not 401/30001."""
-    secrets = ProviderSecrets("s", "m", "h", b"", "agent", "key-key-key-key-key")
+    secrets = provider_secrets(AMB_AGENT_USERNAME="agent", AMB_API_KEY="key-key-key-key-key")
     (route,) = amb.routes(secrets)
     unauthenticated = route.too_large({}, 1_000)
     assert unauthenticated.status == 401
@@ -359,7 +360,7 @@ def test_amb_authenticates_before_the_size_answer() -> None:
 
 
 def test_other_routes_answer_a_too_large_body_as_invalid() -> None:
-    secrets = ProviderSecrets("s", "m", "h", b"", "agent", "key")
+    secrets = provider_secrets(HPGAMES_MERCHANT_ID="m", HPGAMES_SECRET_KEY="h")
     single, bulk = hpgames.routes(secrets)
-    assert single.too_large({}, 0) == single.invalid()
+    assert single.too_large({}, 0) == single.invalid(0)
     assert json.loads(bulk.too_large({}, 0).body)["cancelDebitResponses"][0]["errorCode"] == 2

@@ -11,11 +11,11 @@ from decimal import Decimal
 import pytest
 import structlog
 
-from adapters.contract import Accepted
+from adapters.contract import Accepted, CancelFields, Outcomes, Response
 from adapters.http_app import CANCEL_ID_CHARS_LOGGED, CANCEL_IDS_LOGGED_MAX, cancel_ids
 from refundctl import logs
 from refundctl.cli import _progress_bar
-from schemas import CancelItem, CancelRequested, Provider, ReplyTo
+from schemas import CancelItem, Provider
 
 
 @contextlib.contextmanager
@@ -62,34 +62,28 @@ def test_the_default_instance_is_host_and_pid() -> None:
     assert logs.default_instance() == f"{socket.gethostname()}:{os.getpid()}"
 
 
-def event(cancel_id: str, bet: str) -> CancelRequested:
-    return CancelRequested(
-        correlation_id=f"corr-{bet}",
-        provider=Provider.HPGAMES,
-        cancel_id=cancel_id,
-        player="p1",
-        currency="EUR",
-        items=[CancelItem(bet_tx=bet, amount=Decimal("1.00"))],
-        request_digest="d",
-        reply_to=ReplyTo(topic="refund.cancel-outcomes", partition=0),
-        deadline_ms=2_000_000_000_000,
-        requested_at_ms=1_999_999_999_000,
-    )
+def event(cancel_id: str, bet: str) -> CancelFields:
+    items = (CancelItem(bet_tx=bet, amount=Decimal("1.00")),)
+    return CancelFields(Provider.HPGAMES, cancel_id, "p1", "EUR", items)
+
+
+def unanswered(outcomes: Outcomes) -> Response:
+    raise AssertionError("the request line never answers")
 
 
 def test_the_request_line_names_cancel_ids_bounded() -> None:
-    one = Accepted(events=(event("c-1", "b1"),), parsed=None)
+    one = Accepted(cancels=(event("c-1", "b1"),), answer=unanswered)
     assert cancel_ids(one) == ["c-1"]
     long_id = "x" * 200
     bulk = Accepted(
-        events=tuple(event(long_id if n == 0 else f"c-{n}", f"b{n}") for n in range(50)),
-        parsed=None,
+        cancels=tuple(event(long_id if n == 0 else f"c-{n}", f"b{n}") for n in range(50)),
+        answer=unanswered,
     )
     ids = cancel_ids(bulk)
     assert len(ids) == CANCEL_IDS_LOGGED_MAX
     assert ids[0] == "x" * CANCEL_ID_CHARS_LOGGED
     assert ids[1:3] == ["c-1", "c-2"]
-    same = Accepted(events=(event("c-9", "b1"), event("c-9", "b2")), parsed=None)
+    same = Accepted(cancels=(event("c-9", "b1"), event("c-9", "b2")), answer=unanswered)
     assert cancel_ids(same) == ["c-9"]
 
 

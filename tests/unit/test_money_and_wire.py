@@ -2,6 +2,7 @@
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pydantic
 import pytest
@@ -98,7 +99,7 @@ def test_event_round_trip_keeps_exact_decimals() -> None:
         {"items": [{"bet_tx": "a", "amount": "1"}, {"bet_tx": "a", "amount": "1"}]},
     ],
 )
-def test_events_that_break_the_schema_are_refused(change: dict) -> None:  # type: ignore[type-arg]
+def test_events_that_break_the_schema_are_refused(change: dict[str, Any]) -> None:
     valid = {
         "correlation_id": "c",
         "provider": "scorpio",
@@ -147,6 +148,7 @@ def test_redactor_blanks_secret_fields_and_scrubs_secret_values() -> None:
             "hash": "deadbeef",
         },
     )
+    assert isinstance(event, dict)
     assert event["signature"] == event["hash"] == REDACTED
     assert event["headers"] == {
         "Authorization": REDACTED,

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,14 +19,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from adapters import jsonbody, naga
 from adapters.contract import Accepted, Envelope, Request, Response, request_digest
-from adapters.settings import ProviderSecrets
 from schemas import CancelItem, CancelOutcome, ItemResult, Outcome, Provider, ReplyTo
+from tests.providers import provider_secrets, stamped
 
 SEED_BET_ID = "41984486-2234-4aa8-be82-df58eab8b121"  # the seed example's betId
 SEED_DATA_HASH = "7884a27f65954d52346fd51e43fbba9cdfeca81f08d67782e2addb99069434e9"
 NOW = 1_767_225_600_000  # the server clock when the request arrived (2026-01-01)
 REPLY_TO = ReplyTo(topic="refund.replies", partition=3)
-ENVELOPE = Envelope(request_id="req-1", reply_to=REPLY_TO, deadline_ms=NOW + 3500)
+ENVELOPE = Envelope(
+    request_id="req-1", reply_to=REPLY_TO, deadline_ms=NOW + 3500, requested_at_ms=NOW
+)
 MISSING = object()
 
 # sha256(JSON.stringify(data)) computed by Node.js v20 (crypto.createHash), for data
@@ -137,7 +140,7 @@ class Signer:
 
 
 def accept(config: naga.NagaConfig, request: Request) -> Accepted | Response:
-    return naga.accept(request, ENVELOPE, config)
+    return naga.accept(request, config)
 
 
 def accepted(config: naga.NagaConfig, request: Request) -> Accepted:
@@ -180,7 +183,8 @@ def test_bodies_hashed_like_json_stringify_pass_the_hash_check(
     body = signer.body(data, expected)
     signature = rsa_sign(expected, signer.private_key)
     for raw in (json.dumps(body).encode(), json.dumps(body, ensure_ascii=False).encode()):
-        assert accepted(config, signer.request(raw, signature)).parsed.bet_id == data["betId"]
+        (cancel,) = accepted(config, signer.request(raw, signature)).cancels
+        assert cancel.cancel_id == data["betId"]
 
 
 @pytest.mark.parametrize(("data", "expected"), NODE_VECTORS[3:5])
@@ -198,8 +202,8 @@ def test_ids_with_control_characters_pass_the_hash_check_and_are_refused_as_inva
 def test_non_ascii_bet_id_is_accepted_and_echoed(config: naga.NagaConfig, signer: Signer) -> None:
     bet_id = "ставка-é-€-😀"
     result = accepted(config, signer.request(signer.body({"betId": bet_id})))
-    assert result.events[0].cancel_id == bet_id
-    response = naga.render(result, [outcome(Outcome.REFUNDED, bet_id)])
+    assert stamped(result, ENVELOPE)[0].cancel_id == bet_id
+    response = result.answer([outcome(Outcome.REFUNDED, bet_id)])
     assert json.loads(response.body)["data"]["betId"] == bet_id
 
 
@@ -251,7 +255,7 @@ def test_numbers_in_data_are_hashed_as_written(config: naga.NagaConfig, signer: 
 
 def test_valid_signature_is_accepted(config: naga.NagaConfig, signer: Signer) -> None:
     result = accepted(config, signer.request(signer.body({"betId": SEED_BET_ID})))
-    assert len(result.events) == 1
+    assert len(result.cancels) == 1
 
 
 def test_sign_helper_matches_an_independent_signature(signer: Signer) -> None:
@@ -361,8 +365,8 @@ def test_golden_seed_request_and_response(config: naga.NagaConfig, signer: Signe
         "}"
     ).encode()
     result = accepted(config, signer.request(raw, rsa_sign(data_hash, signer.private_key)))
-    assert result.parsed == naga.NagaCancel(bet_id=SEED_BET_ID, player_token=None)
-    response = naga.render(result, [outcome(Outcome.REFUNDED)])
+    assert result.cancels == (naga.to_fields(naga.NagaCancel(SEED_BET_ID, player_token=None)),)
+    response = result.answer([outcome(Outcome.REFUNDED)])
     assert response.status == 200
     assert response.body == (
         b'{"data":{"betId":"41984486-2234-4aa8-be82-df58eab8b121","status":"CANCELED"},'
@@ -388,7 +392,7 @@ def test_event_names_the_bet_and_leaves_player_amount_currency_to_the_worker(
     config: naga.NagaConfig, signer: Signer
 ) -> None:
     result = accepted(config, signer.request(signer.body({"betId": SEED_BET_ID})))
-    (event,) = result.events
+    (event,) = stamped(result, ENVELOPE)
     items = [CancelItem(bet_tx=SEED_BET_ID, amount=None)]
     assert event.correlation_id == "req-1.0"
     assert event.provider is Provider.NAGA
@@ -408,17 +412,23 @@ def test_player_token_is_kept_but_does_not_change_the_event(
     """A retry with or without the token is the same cancel, with the same digest."""
     plain = accepted(config, signer.request(signer.body({"betId": SEED_BET_ID})))
     data = {"betId": SEED_BET_ID, "playerToken": "t" * 255}
-    with_token = accepted(config, signer.request(signer.body(data), received_at_ms=NOW + 9))
-    assert with_token.parsed.player_token == "t" * 255
-    assert with_token.events[0].model_copy(update={"requested_at_ms": NOW}) == plain.events[0]
+    request = signer.request(signer.body(data), received_at_ms=NOW + 9)
+    with_token = accepted(config, request)
+    assert naga.parse(jsonbody.loads(request.body)).player_token == "t" * 255
+    assert (
+        stamped(with_token, ENVELOPE)[0].model_copy(update={"requested_at_ms": NOW})
+        == stamped(plain, ENVELOPE)[0]
+    )
 
 
 def test_retry_carries_the_same_cancel_id_and_digest(
     config: naga.NagaConfig, signer: Signer
 ) -> None:
     body = signer.body({"betId": SEED_BET_ID})
-    first = accepted(config, signer.request(body)).events[0]
-    second = accepted(config, signer.request(body, received_at_ms=NOW + 4_000)).events[0]
+    first = stamped(accepted(config, signer.request(body)), ENVELOPE)[0]
+    second = stamped(accepted(config, signer.request(body, received_at_ms=NOW + 4_000)), ENVELOPE)[
+        0
+    ]
     assert (first.cancel_id, first.request_digest) == (second.cancel_id, second.request_digest)
 
 
@@ -436,7 +446,7 @@ def test_valid_bodies_are_accepted(
     config: naga.NagaConfig, signer: Signer, data: dict[str, Any]
 ) -> None:
     result = accepted(config, signer.request(signer.body(data)))
-    assert result.events[0].cancel_id == data["betId"]
+    assert stamped(result, ENVELOPE)[0].cancel_id == data["betId"]
 
 
 # Invalid requests: HTTP 400, never published.
@@ -511,9 +521,9 @@ def test_fields_the_seed_does_not_list_are_accepted_and_counted(
 ) -> None:
     raw, signature = signed_bytes(signer, data, **extra)
     result = accepted(config, signer.request(raw, signature))
-    assert result.parsed.bet_id == "b-1"
+    assert [cancel.cancel_id for cancel in result.cancels] == ["b-1"]
     assert result.unknown_fields == len(data) - 1 + len(extra)
-    (event,) = result.events
+    (event,) = stamped(result, ENVELOPE)
     assert event.cancel_id == "b-1"
 
 
@@ -562,7 +572,8 @@ def outcome(kind: Outcome, bet_id: str = SEED_BET_ID, replayed: bool = False) ->
 
 
 def accepted_seed() -> Accepted:
-    return Accepted(events=(), parsed=naga.NagaCancel(bet_id=SEED_BET_ID, player_token=None))
+    cancel = naga.NagaCancel(bet_id=SEED_BET_ID, player_token=None)
+    return Accepted(cancels=(naga.to_fields(cancel),), answer=partial(naga.render, cancel))
 
 
 CANCELED = (
@@ -613,27 +624,27 @@ def test_every_outcome_has_an_answer() -> None:
 
 @pytest.mark.parametrize(("kind", "status", "body"), ANSWERS)
 def test_outcome_answer(kind: Outcome, status: int, body: bytes) -> None:
-    response = naga.render(accepted_seed(), [outcome(kind)])
+    response = accepted_seed().answer([outcome(kind)])
     assert (response.status, response.body) == (status, body)
     assert response.headers == {"content-type": "application/json"}
 
 
 @pytest.mark.parametrize(("kind", "status", "body"), ANSWERS)
 def test_a_retry_hears_the_same_answer(kind: Outcome, status: int, body: bytes) -> None:
-    first = naga.render(accepted_seed(), [outcome(kind)])
-    retry = naga.render(accepted_seed(), [outcome(kind, replayed=True)])
+    first = accepted_seed().answer([outcome(kind)])
+    retry = accepted_seed().answer([outcome(kind, replayed=True)])
     assert (retry.status, retry.body) == (first.status, first.body) == (status, body)
 
 
 def test_no_outcome_in_time_answers_503() -> None:
-    response = naga.render(accepted_seed(), [None])
+    response = accepted_seed().answer([None])
     assert response.status == 503
     assert response.body == error_body(503, "Service Unavailable")
 
 
 def test_error_status_code_always_equals_the_http_status() -> None:
-    responses = [naga.render(accepted_seed(), [outcome(kind)]) for kind in Outcome]
-    responses += [naga.render(accepted_seed(), [None]), naga.bad_request()]
+    responses = [accepted_seed().answer([outcome(kind)]) for kind in Outcome]
+    responses += [accepted_seed().answer([None]), naga.bad_request()]
     for response in responses:
         decoded = json.loads(response.body)
         assert list(decoded) == ["data", "error"]
@@ -671,26 +682,18 @@ def test_from_pem_refuses_anything_but_an_rsa_public_key(pem: bytes) -> None:
 
 
 def test_routes_bind_the_configured_key(signer: Signer, other_key: rsa.RSAPrivateKey) -> None:
-    secrets = ProviderSecrets(
-        scorpio_api_token="s",
-        hpgames_merchant_id="m",
-        hpgames_secret_key="k",
-        naga_public_key_pem=public_pem(signer.private_key),
-        amb_agent_username="u",
-        amb_api_key="a",
-    )
+    secrets = provider_secrets(public_pem(signer.private_key))
     (route,) = naga.routes(secrets)
     assert route.path == "/naga/cancelBet"
     assert route.provider is Provider.NAGA
-    assert route.render is naga.render
     body = signer.body({"betId": SEED_BET_ID})
-    result = route.accept(signer.request(body), ENVELOPE)
+    result = route.accept(signer.request(body))
     assert isinstance(result, Accepted)
     forged = signer.request(body, rsa_sign(body["dataHash"], other_key))
-    refusal = route.accept(forged, ENVELOPE)
+    refusal = route.accept(forged)
     assert isinstance(refusal, Response)
     assert refusal.status == 401
-    invalid = route.invalid()
+    invalid = route.invalid(NOW)
     assert (invalid.status, invalid.body) == (400, BAD_REQUEST)
 
 
