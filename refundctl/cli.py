@@ -28,6 +28,7 @@ from refundctl.services import (
 from refundctl.supervise import RestartPolicy, supervise
 from refundctl.topics import create_topics
 from schemas import Provider, TextError, validate_text
+from schemas.failures import Misconfigured
 from schemas.setting import as_json
 from worker import cancels, dead_letters, ledger, replay, status
 from worker.consumer import run_worker
@@ -628,13 +629,14 @@ def _one_line_on_failure() -> Iterator[None]:
     logger.addFilter(records)
     try:
         yield
-    except Exception:
-        # Stopping: what the libraries still log as their objects are collected
-        # ("Unclosed AIOKafkaProducer") is noise after the exit line.
-        logging.getLogger().handlers[:] = [logging.NullHandler()]
-        raise
     finally:
         logger.removeFilter(records)
+
+
+def _silence_logging() -> None:
+    """After a long-lived process's exit line, nothing more: what a library may still
+    log as the objects of a failed start are collected is noise after it."""
+    logging.getLogger().handlers[:] = [logging.NullHandler()]
 
 
 def _report_failure(
@@ -644,16 +646,19 @@ def _report_failure(
     When Kafka could not be reached, one bounded probe connection finds out why."""
     cwd = Path.cwd()
     env: Mapping[str, str] = given_env
-    with contextlib.suppress(Exception):  # a stack.json that does not read: name the env
+    # A stack.json that does not read (OSError) or parse (ValueError: JSON, UTF-8): the
+    # line names the environment as given.
+    with contextlib.suppress(OSError, ValueError):
         env = config.with_dev_stack(given_env, cwd)
     if classified.probe_kafka and env.get("KAFKA_BOOTSTRAP_SERVERS"):
-        with contextlib.suppress(Exception), _quiet_kafka_client():
+        # Settings that do not read leave the original reason (the probe finds its own
+        # failures and returns them as its answer).
+        with contextlib.suppress(Misconfigured), _quiet_kafka_client():
             reason = asyncio.run(failures.probe_kafka(config.kafka_settings(env)))
             if reason is not None:
                 classified = dataclasses.replace(classified, reason=reason)
     fields = failures.describe(classified, given_env, env, cwd, dev=args.command == "dev")
-    with contextlib.suppress(Exception):
-        fields = failures.scrubbed(fields, config.secret_values(env))
+    fields = failures.scrubbed(fields, config.secret_values(env))
     if args.command in SERVING_COMMANDS:
         now = datetime.now(UTC).isoformat()
         record = {"event": "exiting", "level": "error", "timestamp": now, **fields}
@@ -689,10 +694,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
+    except Exception as exc:  # the boundary: our failures and the libraries' (SPEC exit codes)
+        if serving:
+            _silence_logging()
         classified = failures.classify(exc)
         if classified is None:
-            raise
+            raise  # a bug: its traceback shows
         return _report_failure(classified, args, given_env)
 
 
