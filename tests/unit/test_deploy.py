@@ -1330,10 +1330,11 @@ def test_k8s_network_policies_deny_by_default_and_open_only_the_ingress_to_outsi
     assert set(monitoring_ports) == {"ingress", "worker"}
     # Egress: every pod of the namespace, DNS, Kafka's TLS listener, PostgreSQL.
     egress = [r for p in policies_for({}) for r in p["spec"].get("egress") or []]
-    ports = {(p.get("protocol", "TCP"), int(p["port"])) for r in egress for p in r["ports"]}
+    egress_ports = {(q.get("protocol", "TCP"), int(q["port"])) for r in egress for q in r["ports"]}
     bootstrap = configmap_data("refund-kafka-client")["KAFKA_BOOTSTRAP_SERVERS"]
     kafka_port = int(bootstrap.rsplit(":", 1)[1])
-    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", kafka_port), ("TCP", POSTGRES_PORT)}
+    expected = {("UDP", 53), ("TCP", 53), ("TCP", kafka_port), ("TCP", POSTGRES_PORT)}
+    assert egress_ports == expected
     for rule in egress:
         for peer in rule["to"]:
             block = peer.get("ipBlock")
