@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -28,6 +28,8 @@ from refundctl.services import (
 from refundctl.supervise import RestartPolicy, supervise
 from refundctl.topics import create_topics
 from schemas import Provider, TextError, validate_text
+from schemas.failures import Misconfigured
+from schemas.setting import as_json
 from worker import cancels, dead_letters, ledger, replay, status
 from worker.consumer import run_worker
 from worker.dead_letters import DeadLetterId
@@ -124,11 +126,30 @@ offsets up by time (Tansu, the dev broker) the partitions are read from their be
 and the records' timestamps decide, with the same result."""
 
 
+# The subcommands of `refundctl`, to which each group below adds its own.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one builder per command group, in the help's order."""
     parser = argparse.ArgumentParser(prog="refundctl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"refundctl {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_group in (
+        _add_dev,
+        _add_processes,
+        _add_ledger,
+        _add_replay,
+        _add_dlq,
+        _add_lookups,
+        _add_settings,
+    ):
+        add_group(commands)
+    return parser
 
+
+def _add_dev(commands: Commands) -> None:
+    """`dev`: the whole stack on this machine."""
     dev = commands.add_parser("dev", help="the whole stack on this machine (Ctrl-C stops it)")
     dev.add_argument(
         "--workers", type=_workers, default=2, help="in-process workers, 1-64 (default 2)"
@@ -141,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"{apache_kafka.KAFKA_VERSION}, needs java and mvn); "
         "KAFKA_BOOTSTRAP_SERVERS overrides both",
     )
+
+
+def _add_processes(commands: Commands) -> None:
+    """The production processes and the one-shot set-up jobs."""
     commands.add_parser("ingress", help="the HTTP ingress (production process)")
     commands.add_parser("worker", help="one refund worker (production process)")
     migrate_parser = commands.add_parser("migrate", help="apply database migrations (idempotent)")
@@ -161,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "create", help="create the topics (idempotent)"
     )
 
+
+def _add_ledger(commands: Commands) -> None:
+    """`ledger …`: seed and inspect accounts and bets."""
     ledger_parser = commands.add_parser("ledger", help="inspect and seed the ledger")
     ledger_commands = ledger_parser.add_subparsers(dest="ledger_command", required=True)
     open_account = ledger_commands.add_parser("open-account", help="create an account")
@@ -185,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--currency", required=True)
     show.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_replay(commands: Commands) -> None:
+    """`replay`: the request topic through the apply path again."""
     replay_parser = commands.add_parser(
         "replay",
         help="re-run request events through the worker path (idempotent; replies not published)",
@@ -213,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay_parser.add_argument("--json", action="store_true", help="print the counts as JSON")
 
+
+def _add_dlq(commands: Commands) -> None:
+    """`dlq list`, `dlq redrive`."""
     dlq = commands.add_parser("dlq", help="inspect and re-drive dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_commands.add_parser(
@@ -234,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which.add_argument("--all", action="store_true", help="every dead letter not redriven yet")
 
+
+def _add_lookups(commands: Commands) -> None:
+    """`status` and `cancel show`: read-only views of a running system."""
     status_parser = commands.add_parser(
         "status", help="lag per request partition, tombstones, last applied, dead letters"
     )
@@ -248,7 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     cancel_show.add_argument("--provider", required=True, choices=[p.value for p in Provider])
     cancel_show.add_argument("--id", required=True, type=_id, help="the provider's cancel id")
     cancel_show.add_argument("--json", action="store_true", help="print JSON")
-    return parser
+
+
+def _add_settings(commands: Commands) -> None:
+    """`settings`: every setting's variable, default, bounds and help (the README's table)."""
+    settings = commands.add_parser(
+        "settings", help="the environment variables read, with defaults and bounds"
+    )
+    settings.add_argument("--json", action="store_true", help="print JSON")
 
 
 async def _connect(env: Mapping[str, str], *, limits: bool = True) -> asyncpg.Connection:
@@ -528,9 +572,20 @@ async def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _print_settings(*, json_output: bool) -> None:
+    """The declared settings (`refundctl.config.SETTINGS`), as the README shows them."""
+    if json_output:
+        print(json.dumps([as_json(setting) for setting in config.SETTINGS]))
+    else:
+        print(config.settings_markdown())
+
+
 async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     if args.command == "dev":
         await _dev(args, env)
+        return 0
+    if args.command == "settings":
+        _print_settings(json_output=args.json)
         return 0
     env = config.with_dev_stack(env, Path.cwd())
     if args.command in ("ingress", "worker"):
@@ -574,13 +629,14 @@ def _one_line_on_failure() -> Iterator[None]:
     logger.addFilter(records)
     try:
         yield
-    except Exception:
-        # Stopping: what the libraries still log as their objects are collected
-        # ("Unclosed AIOKafkaProducer") is noise after the exit line.
-        logging.getLogger().handlers[:] = [logging.NullHandler()]
-        raise
     finally:
         logger.removeFilter(records)
+
+
+def _silence_logging() -> None:
+    """After a long-lived process's exit line, nothing more: what a library may still
+    log as the objects of a failed start are collected is noise after it."""
+    logging.getLogger().handlers[:] = [logging.NullHandler()]
 
 
 def _report_failure(
@@ -590,16 +646,19 @@ def _report_failure(
     When Kafka could not be reached, one bounded probe connection finds out why."""
     cwd = Path.cwd()
     env: Mapping[str, str] = given_env
-    with contextlib.suppress(Exception):  # a stack.json that does not read: name the env
+    # A stack.json that does not read (OSError) or parse (ValueError: JSON, UTF-8): the
+    # line names the environment as given.
+    with contextlib.suppress(OSError, ValueError):
         env = config.with_dev_stack(given_env, cwd)
     if classified.probe_kafka and env.get("KAFKA_BOOTSTRAP_SERVERS"):
-        with contextlib.suppress(Exception), _quiet_kafka_client():
+        # Settings that do not read leave the original reason (the probe finds its own
+        # failures and returns them as its answer).
+        with contextlib.suppress(Misconfigured), _quiet_kafka_client():
             reason = asyncio.run(failures.probe_kafka(config.kafka_settings(env)))
             if reason is not None:
                 classified = dataclasses.replace(classified, reason=reason)
     fields = failures.describe(classified, given_env, env, cwd, dev=args.command == "dev")
-    with contextlib.suppress(Exception):
-        fields = failures.scrubbed(fields, config.secret_values(env))
+    fields = failures.scrubbed(fields, config.secret_values(env))
     if args.command in SERVING_COMMANDS:
         now = datetime.now(UTC).isoformat()
         record = {"event": "exiting", "level": "error", "timestamp": now, **fields}
@@ -635,10 +694,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
+    except Exception as exc:  # the boundary: our failures and the libraries' (SPEC exit codes)
+        if serving:
+            _silence_logging()
         classified = failures.classify(exc)
         if classified is None:
-            raise
+            raise  # a bug: its traceback shows
         return _report_failure(classified, args, given_env)
 
 

@@ -15,31 +15,25 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import parse_qs, urlsplit
 
+from adapters import settings as ingress
 from adapters.routes import SECRETS
 from adapters.secrets import ProviderSecrets
 from adapters.settings import (
-    REPLY_DEADLINE_MS_MAX,
-    REPLY_DEADLINE_MS_MIN,
+    INGRESS_SETTINGS,
     HttpLimits,
     IngressSettings,
 )
+from schemas import database, transport
 from schemas.database import (
-    IDLE_IN_TRANSACTION_TIMEOUT_MS_DEFAULT,
-    IDLE_IN_TRANSACTION_TIMEOUT_MS_RANGE,
-    LOCK_TIMEOUT_MS_DEFAULT,
-    LOCK_TIMEOUT_MS_RANGE,
-    POOL_SIZE_MAX_DEFAULT,
-    POOL_SIZE_MAX_RANGE,
+    DATABASE_SETTINGS,
     SSL_MODES,
-    STATEMENT_CACHE_SIZE_DEFAULT,
-    STATEMENT_CACHE_SIZE_RANGE,
-    STATEMENT_TIMEOUT_MS_DEFAULT,
-    STATEMENT_TIMEOUT_MS_RANGE,
     VERIFYING_SSL_MODES,
     DatabaseSettings,
 )
 from schemas.failures import Misconfigured
+from schemas.setting import FlagSetting, IntSetting, Setting, TextSetting, markdown_table
 from schemas.transport import (
+    KAFKA_SETTINGS,
     SASL_MECHANISMS,
     SASL_PROTOCOLS,
     SECURITY_PROTOCOLS,
@@ -48,8 +42,9 @@ from schemas.transport import (
     KafkaSettings,
     Topics,
 )
+from worker import settings as worker
 from worker.faults import parse_fault_points
-from worker.settings import WorkerSettings
+from worker.settings import WORKER_SETTINGS, WORKER_TEST_SETTINGS, WorkerSettings
 
 DEV_DIR = Path(".refund-dev")
 STACK_FILE = "stack.json"  # written by `refundctl dev`: where its broker and database are
@@ -67,10 +62,13 @@ class ConfigError(Misconfigured):
     """Configuration that cannot work; `str()` tells the operator what to set (exit 2)."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def _int(env: Mapping[str, str], setting: IntSetting, *, high: int | None = None) -> int:
+    """`setting` from `env`, its default when unset, within its bounds (`high` narrows the
+    upper one where another setting decides it)."""
+    name, low, high = setting.env, setting.low, setting.high if high is None else high
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return setting.default
     try:
         value = int(raw)
     except ValueError as exc:
@@ -80,15 +78,21 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def _bool(env: Mapping[str, str], setting: FlagSetting) -> bool:
+    name = setting.env
     raw = env.get(name, "").strip().lower()
     if not raw:
-        return default
+        return setting.default
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _text(env: Mapping[str, str], setting: TextSetting) -> str:
+    """`setting` from `env` as given, its default when unset."""
+    return env.get(setting.env, setting.default)
 
 
 def with_dev_stack(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
@@ -185,15 +189,8 @@ def database_settings(env: Mapping[str, str]) -> DatabaseSettings:
             "the server's certificate would not be checked; add sslmode=verify-full to "
             "DATABASE_URL"
         )
-    statement_timeout_ms = _int(
-        env,
-        "DATABASE_STATEMENT_TIMEOUT_MS",
-        STATEMENT_TIMEOUT_MS_DEFAULT,
-        *STATEMENT_TIMEOUT_MS_RANGE,
-    )
-    lock_timeout_ms = _int(
-        env, "DATABASE_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS_DEFAULT, *LOCK_TIMEOUT_MS_RANGE
-    )
+    statement_timeout_ms = _int(env, database.STATEMENT_TIMEOUT_MS)
+    lock_timeout_ms = _int(env, database.LOCK_TIMEOUT_MS)
     if lock_timeout_ms >= statement_timeout_ms:
         raise ConfigError(
             f"DATABASE_LOCK_TIMEOUT_MS ({lock_timeout_ms}) must be below "
@@ -211,21 +208,9 @@ def database_settings(env: Mapping[str, str]) -> DatabaseSettings:
             ssl_keyfile=keyfile if certfile else None,
             statement_timeout_ms=statement_timeout_ms,
             lock_timeout_ms=lock_timeout_ms,
-            idle_in_transaction_timeout_ms=_int(
-                env,
-                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
-                IDLE_IN_TRANSACTION_TIMEOUT_MS_DEFAULT,
-                *IDLE_IN_TRANSACTION_TIMEOUT_MS_RANGE,
-            ),
-            pool_size_max=_int(
-                env, "DATABASE_POOL_SIZE_MAX", POOL_SIZE_MAX_DEFAULT, *POOL_SIZE_MAX_RANGE
-            ),
-            statement_cache_size=_int(
-                env,
-                "DATABASE_STATEMENT_CACHE_SIZE",
-                STATEMENT_CACHE_SIZE_DEFAULT,
-                *STATEMENT_CACHE_SIZE_RANGE,
-            ),
+            idle_in_transaction_timeout_ms=_int(env, database.IDLE_IN_TRANSACTION_TIMEOUT_MS),
+            pool_size_max=_int(env, database.POOL_SIZE_MAX),
+            statement_cache_size=_int(env, database.STATEMENT_CACHE_SIZE),
         )
     except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
         what = f"{rootcert_source} ({rootcert})"
@@ -358,14 +343,14 @@ def kafka_settings(env: Mapping[str, str], role: str = "refundctl") -> KafkaSett
         bootstrap_servers=require(env, "KAFKA_BOOTSTRAP_SERVERS"),
         client_id=client_id(env, role),
         security=kafka_security(env),
-        topics=Topics.with_prefix(env.get("KAFKA_TOPIC_PREFIX", "refund.")),
-        request_partitions=_int(env, "KAFKA_REQUEST_PARTITIONS", 12, 1, 10_000),
-        reply_partitions=_int(env, "KAFKA_REPLY_PARTITIONS", 12, 1, 10_000),
-        replication_factor=_int(env, "KAFKA_REPLICATION_FACTOR", 1, 1, 7),
-        producer_idempotence=_bool(env, "KAFKA_PRODUCER_IDEMPOTENCE", True),
-        producer_linger_ms=_int(env, "KAFKA_PRODUCER_LINGER_MS", 2, 0, 1_000),
-        fetch_max_wait_ms=_int(env, "KAFKA_FETCH_MAX_WAIT_MS", 500, 1, 10_000),
-        consumer_group=env.get("KAFKA_CONSUMER_GROUP", "refund-worker"),
+        topics=Topics.with_prefix(_text(env, transport.TOPIC_PREFIX)),
+        request_partitions=_int(env, transport.REQUEST_PARTITIONS),
+        reply_partitions=_int(env, transport.REPLY_PARTITIONS),
+        replication_factor=_int(env, transport.REPLICATION_FACTOR),
+        producer_idempotence=_bool(env, transport.PRODUCER_IDEMPOTENCE),
+        producer_linger_ms=_int(env, transport.PRODUCER_LINGER_MS),
+        fetch_max_wait_ms=_int(env, transport.FETCH_MAX_WAIT_MS),
+        consumer_group=_text(env, transport.CONSUMER_GROUP),
     )
 
 
@@ -411,8 +396,8 @@ def provider_secrets(env: Mapping[str, str], *, dev_stack: bool = False) -> Prov
 
 def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
     kafka = kafka_settings(env, role="ingress")
-    requests_in_flight_max = _int(env, "INGRESS_REQUESTS_IN_FLIGHT_MAX", 5_000, 1, 100_000)
-    connections_max = _int(env, "HTTP_CONNECTIONS_MAX", 10_000, 2, 1_000_000)
+    requests_in_flight_max = _int(env, ingress.REQUESTS_IN_FLIGHT_MAX)
+    connections_max = _int(env, ingress.CONNECTIONS_MAX)
     if connections_max <= requests_in_flight_max:
         raise ConfigError(
             f"HTTP_CONNECTIONS_MAX ({connections_max}) must exceed "
@@ -420,27 +405,25 @@ def ingress_settings(env: Mapping[str, str]) -> IngressSettings:
             "awaiting an outcome are never closed to make room"
         )
     http = HttpLimits(
-        head_bytes_max=_int(env, "HTTP_HEAD_BYTES_MAX", 16 * 1024, 1024, 1024 * 1024),
-        headers_max=_int(env, "HTTP_HEADERS_MAX", 100, 1, 10_000),
-        head_timeout_ms=_int(env, "HTTP_HEAD_TIMEOUT_MS", 10_000, 1, 600_000),
-        body_timeout_ms=_int(env, "HTTP_BODY_TIMEOUT_MS", 10_000, 1, 600_000),
-        keepalive_idle_ms=_int(env, "HTTP_KEEPALIVE_IDLE_MS", 5_000, 1, 600_000),
+        head_bytes_max=_int(env, ingress.HEAD_BYTES_MAX),
+        headers_max=_int(env, ingress.HEADERS_MAX),
+        head_timeout_ms=_int(env, ingress.HEAD_TIMEOUT_MS),
+        body_timeout_ms=_int(env, ingress.BODY_TIMEOUT_MS),
+        keepalive_idle_ms=_int(env, ingress.KEEPALIVE_IDLE_MS),
         connections_max=connections_max,
-        pipeline_requests_max=_int(env, "HTTP_PIPELINE_REQUESTS_MAX", 16, 1, 1_000),
-        linger_ms=_int(env, "HTTP_LINGER_MS", 2_000, 1, 600_000),
+        pipeline_requests_max=_int(env, ingress.PIPELINE_REQUESTS_MAX),
+        linger_ms=_int(env, ingress.LINGER_MS),
     )
     return IngressSettings(
         kafka=kafka,
         secrets=provider_secrets(env),
         database=database_settings(env),
-        http_host=env.get("HTTP_HOST", "0.0.0.0"),  # noqa: S104
-        http_port=_int(env, "HTTP_PORT", 8080, 1, 65_535),
-        reply_deadline_ms=_int(
-            env, "REPLY_DEADLINE_MS", 3500, REPLY_DEADLINE_MS_MIN, REPLY_DEADLINE_MS_MAX
-        ),
+        http_host=_text(env, ingress.HTTP_HOST),
+        http_port=_int(env, ingress.HTTP_PORT),
+        reply_deadline_ms=_int(env, ingress.REPLY_DEADLINE_MS),
         reply_partition=(
-            _int(env, "INGRESS_REPLY_PARTITION", 0, 0, kafka.reply_partitions - 1)
-            if env.get("INGRESS_REPLY_PARTITION")
+            _int(env, ingress.REPLY_PARTITION, high=kafka.reply_partitions - 1)
+            if env.get(ingress.REPLY_PARTITION.env)
             else None
         ),
         requests_in_flight_max=requests_in_flight_max,
@@ -452,28 +435,36 @@ def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
     return WorkerSettings(
         database=database_settings(env),
         kafka=kafka_settings(env, role="worker"),
-        batch_records_max=_int(env, "WORKER_BATCH_RECORDS_MAX", 500, 1, 10_000),
-        metrics_port=_int(env, "WORKER_METRICS_PORT", 9100, 0, 65_535),
-        heartbeat_stale_ms=_int(env, "WORKER_HEARTBEAT_STALE_MS", 60_000, 1_000, 3_600_000),
+        batch_records_max=_int(env, worker.BATCH_RECORDS_MAX),
+        metrics_port=_int(env, worker.METRICS_PORT),
+        heartbeat_stale_ms=_int(env, worker.HEARTBEAT_STALE_MS),
+        late_reply_grace_ms=_int(env, worker.LATE_REPLY_GRACE_MS),
         fault_points=_fault_points(env),
-        fault_seed=_int(env, "WORKER_FAULT_SEED", 0, 0, 2**63 - 1),
+        fault_seed=_int(env, worker.FAULT_SEED),
     )
 
 
 def _fault_points(env: Mapping[str, str]) -> Mapping[str, float]:
     try:
-        return parse_fault_points(env.get("WORKER_FAULT_POINTS", ""))
+        return parse_fault_points(_text(env, worker.FAULT_POINTS))
     except ValueError as exc:
         raise ConfigError(f"WORKER_FAULT_POINTS: {exc}") from exc
 
 
 LIBRARY_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+LIBRARY_LOG_LEVEL = TextSetting(
+    "LIBRARY_LOG_LEVEL",
+    "warning",
+    "`debug`, `info` or `warning`: from which level the client libraries' own records"
+    " (aiokafka's group joins, say) are logged, as JSON lines",
+    choices=tuple(LIBRARY_LOG_LEVELS),
+)
 
 
 def library_log_level(env: Mapping[str, str]) -> int:
     """`LIBRARY_LOG_LEVEL`: from which level the client libraries' own records are
     logged (`info` shows aiokafka's group joins and leader elections)."""
-    raw = env.get("LIBRARY_LOG_LEVEL", "").strip().lower() or "warning"
+    raw = env.get(LIBRARY_LOG_LEVEL.env, "").strip().lower() or LIBRARY_LOG_LEVEL.default
     if raw not in LIBRARY_LOG_LEVELS:
         raise ConfigError(
             f"LIBRARY_LOG_LEVEL must be one of {', '.join(LIBRARY_LOG_LEVELS)}, got {raw!r}"
@@ -495,3 +486,25 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
                 _sasl_password({"KAFKA_SASL_PASSWORD_FILE": env["KAFKA_SASL_PASSWORD_FILE"]}) or ""
             )
     return [value for value in values if value]
+
+
+# Every setting an operator may set, in the README's order (the providers' secrets are
+# SECRET_VARIABLES: one row of their own, SECRETS_ROW).
+SETTINGS: tuple[Setting, ...] = (
+    *DATABASE_SETTINGS,
+    *KAFKA_SETTINGS,
+    *INGRESS_SETTINGS,
+    *WORKER_SETTINGS,
+    LIBRARY_LOG_LEVEL,
+)
+# Read by the code for the fault harness only; never in a deployment nor the README.
+TEST_ONLY_SETTINGS: tuple[Setting, ...] = WORKER_TEST_SETTINGS
+SECRETS_ROW = (
+    f"| {', '.join(f'`{name}`' for name in SECRET_VARIABLES)} | required | provider secrets;"
+    " `refundctl ingress` refuses to start without them |"
+)
+
+
+def settings_markdown() -> str:
+    """The README's configuration table: every declared setting, then the secrets."""
+    return f"{markdown_table(SETTINGS)}\n{SECRETS_ROW}"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from refundctl.apache_kafka import die_with_parent as die_with_parent
 from schemas.failures import Misconfigured
 
 STARTUP_TIMEOUT_S = 30.0
@@ -77,6 +78,10 @@ def tansu(log_path: Path, port: int | None = None) -> Iterator[str]:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
+            # A Ctrl-C reaches the broker through the `finally` below, once the clients
+            # of the dev stack have left; the broker dies with us when we are killed.
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     try:
         wait_for_port(port, STARTUP_TIMEOUT_S, process)

@@ -56,7 +56,9 @@ async def supervise(name: str, job: Job, stop: asyncio.Event, policy: RestartPol
             reason = "returned"
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the supervisor's purpose: any failure is a restart
+        # The supervisor's boundary, as `cli.main` is the process's: any failure of a
+        # job, a bug included, is logged with its traceback and the job started again.
+        except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             log.error("supervised_job_failed", job=name, error=reason, exc_info=exc)
         ran_ms = (loop.time() - started) * 1000

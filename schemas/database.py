@@ -19,28 +19,82 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.setting import IntSetting, Setting, TextSetting
+
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 VERIFYING_SSL_MODES = frozenset({"verify-ca", "verify-full"})
 SYSTEM_ROOTCERT = "system"  # libpq 16's `sslrootcert=system`: the system's trusted CAs
 
-# Defaults and bounds of the per-connection limits (README "Configuration").
+# The per-connection settings (README "Configuration", read by refundctl.config).
+DATABASE_URL = TextSetting(
+    "DATABASE_URL",
+    "",
+    "PostgreSQL; its `sslmode` decides TLS (see [Connecting to a secured Kafka and"
+    " PostgreSQL](#connecting-to-a-secured-kafka-and-postgresql)). One per process kind in"
+    " production: each logs in as a member of its own role",
+    shown="— (dev stack)",
+)
+DATABASE_SSL_ROOTCERT = TextSetting(
+    "DATABASE_SSL_ROOTCERT",
+    "",
+    "PEM file of the CA that signed the database server's certificate (or `system`): needed"
+    " by `sslmode=verify-full`/`verify-ca`; else the URL's `sslrootcert`, else"
+    " `PGSSLROOTCERT`. Set with an `sslmode` that checks nothing, it is a configuration error",
+    shown="—",
+)
 # Under the worker's client-side 30 s command timeout: the server cancels first.
-STATEMENT_TIMEOUT_MS_DEFAULT = 20_000
-LOCK_TIMEOUT_MS_DEFAULT = 5_000
-IDLE_IN_TRANSACTION_TIMEOUT_MS_DEFAULT = 60_000
-POOL_SIZE_MAX_DEFAULT = 2
-STATEMENT_CACHE_SIZE_DEFAULT = 100  # asyncpg's default; 0 turns prepared-statement caching off
-STATEMENT_TIMEOUT_MS_RANGE = (100, 3_600_000)
-LOCK_TIMEOUT_MS_RANGE = (10, 600_000)
+STATEMENT_TIMEOUT_MS = IntSetting(
+    "DATABASE_STATEMENT_TIMEOUT_MS",
+    20_000,
+    100,
+    3_600_000,
+    "PostgreSQL's `statement_timeout` on every connection of the worker, the ingress and"
+    " the operator commands (not the migrator's)",
+)
+LOCK_TIMEOUT_MS = IntSetting(
+    "DATABASE_LOCK_TIMEOUT_MS",
+    5_000,
+    10,
+    600_000,
+    "`lock_timeout`, below the statement timeout; a lock wait past it (SQLSTATE 55P03)"
+    " fails the transaction and the worker retries the batch with backoff",
+)
 # At least 30 s: a transaction of ours may wait that long on Kafka (the worker's dead
 # letters, 10 s; `refundctl dlq redrive`, 15 s) between two statements.
-IDLE_IN_TRANSACTION_TIMEOUT_MS_RANGE = (30_000, 3_600_000)
-POOL_SIZE_MAX_RANGE = (1, 100)
-STATEMENT_CACHE_SIZE_RANGE = (0, 10_000)
-
-
-def _within(value: int, bounds: tuple[int, int]) -> bool:
-    return bounds[0] <= value <= bounds[1]
+IDLE_IN_TRANSACTION_TIMEOUT_MS = IntSetting(
+    "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+    60_000,
+    30_000,
+    3_600_000,
+    "`idle_in_transaction_session_timeout`; the server ends a session left idle inside a"
+    " transaction (a frozen process's locks are freed). At least 30 s: our transactions"
+    " wait on Kafka for up to 15 s between statements",
+)
+POOL_SIZE_MAX = IntSetting(
+    "DATABASE_POOL_SIZE_MAX",
+    2,
+    1,
+    100,
+    "connections per worker and per ingress instance",
+)
+# asyncpg's default; 0 turns prepared-statement caching off.
+STATEMENT_CACHE_SIZE = IntSetting(
+    "DATABASE_STATEMENT_CACHE_SIZE",
+    100,
+    0,
+    10_000,
+    "asyncpg's prepared statements per connection; 0 behind a PgBouncer in transaction"
+    " mode older than 1.21",
+)
+DATABASE_SETTINGS: tuple[Setting, ...] = (
+    DATABASE_URL,
+    DATABASE_SSL_ROOTCERT,
+    STATEMENT_TIMEOUT_MS,
+    LOCK_TIMEOUT_MS,
+    IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    POOL_SIZE_MAX,
+    STATEMENT_CACHE_SIZE,
+)
 
 
 @dataclass(frozen=True)
@@ -55,21 +109,21 @@ class DatabaseSettings:
     ssl_rootcert: str | None = None  # a PEM file of trusted CAs, or "system"
     ssl_certfile: str | None = None  # client certificate (DSN sslcert / PGSSLCERT), if any
     ssl_keyfile: str | None = None  # its key (DSN sslkey / PGSSLKEY)
-    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS_DEFAULT
-    lock_timeout_ms: int = LOCK_TIMEOUT_MS_DEFAULT
-    idle_in_transaction_timeout_ms: int = IDLE_IN_TRANSACTION_TIMEOUT_MS_DEFAULT
-    pool_size_max: int = POOL_SIZE_MAX_DEFAULT
-    statement_cache_size: int = STATEMENT_CACHE_SIZE_DEFAULT
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS.default
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS.default
+    idle_in_transaction_timeout_ms: int = IDLE_IN_TRANSACTION_TIMEOUT_MS.default
+    pool_size_max: int = POOL_SIZE_MAX.default
+    statement_cache_size: int = STATEMENT_CACHE_SIZE.default
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         assert self.ssl_mode is None or self.ssl_mode in SSL_MODES, self.ssl_mode
-        assert _within(self.statement_timeout_ms, STATEMENT_TIMEOUT_MS_RANGE)
-        assert _within(self.lock_timeout_ms, LOCK_TIMEOUT_MS_RANGE)
+        assert STATEMENT_TIMEOUT_MS.within(self.statement_timeout_ms)
+        assert LOCK_TIMEOUT_MS.within(self.lock_timeout_ms)
         assert self.lock_timeout_ms < self.statement_timeout_ms
-        assert _within(self.idle_in_transaction_timeout_ms, IDLE_IN_TRANSACTION_TIMEOUT_MS_RANGE)
-        assert _within(self.pool_size_max, POOL_SIZE_MAX_RANGE)
-        assert _within(self.statement_cache_size, STATEMENT_CACHE_SIZE_RANGE)
+        assert IDLE_IN_TRANSACTION_TIMEOUT_MS.within(self.idle_in_transaction_timeout_ms)
+        assert POOL_SIZE_MAX.within(self.pool_size_max)
+        assert STATEMENT_CACHE_SIZE.within(self.statement_cache_size)
         assert self.ssl_certfile or not self.ssl_keyfile, "a key without its certificate"
         if self.verifies and self.ssl_context is None:
             # Raises OSError or ssl.SSLError on a missing or unusable file: at start.

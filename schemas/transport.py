@@ -14,6 +14,7 @@ from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel
 
 from schemas.events import CancelOutcome, CancelRequested
+from schemas.setting import FlagSetting, IntSetting, Setting, TextSetting
 
 HEADER_SCHEMA = "schema"
 HEADER_CORRELATION_ID = "correlation-id"
@@ -104,24 +105,141 @@ class KafkaSecurity:
         return ", ".join(parts)
 
 
+_SECURED = "see [Connecting to a secured Kafka and PostgreSQL](#kafka)"
+# The Kafka settings (README "Configuration", read by refundctl.config).
+BOOTSTRAP_SERVERS = TextSetting(
+    "KAFKA_BOOTSTRAP_SERVERS", "", "Kafka: `host:port[,host:port…]`", shown="— (dev stack)"
+)
+SECURITY_PROTOCOL = TextSetting(
+    "KAFKA_SECURITY_PROTOCOL",
+    "PLAINTEXT",
+    f"how the Kafka clients connect: {', '.join(SECURITY_PROTOCOLS)}; {_SECURED}",
+    choices=SECURITY_PROTOCOLS,
+)
+SASL_MECHANISM = TextSetting(
+    "KAFKA_SASL_MECHANISM",
+    "",
+    f"with `SASL_*`: {', '.join(SASL_MECHANISMS)}",
+    choices=SASL_MECHANISMS,
+    shown="—",
+)
+SASL_USERNAME = TextSetting("KAFKA_SASL_USERNAME", "", "with `SASL_*`: the user", shown="—")
+SASL_PASSWORD = TextSetting(
+    "KAFKA_SASL_PASSWORD",
+    "",
+    "with `SASL_*`: the password (or `KAFKA_SASL_PASSWORD_FILE`, not both)",
+    shown="—",
+)
+SASL_PASSWORD_FILE = TextSetting(
+    "KAFKA_SASL_PASSWORD_FILE",
+    "",
+    "with `SASL_*`: a file holding the password (a mounted secret)",
+    shown="—",
+)
+SSL_CAFILE = TextSetting(
+    "KAFKA_SSL_CAFILE",
+    "",
+    "with `SSL`/`SASL_SSL`: the CA (PEM) that signed the brokers' certificates",
+    shown="the system's CAs",
+)
+SSL_CERTFILE = TextSetting(
+    "KAFKA_SSL_CERTFILE", "", "mutual TLS: our certificate chain (PEM)", shown="—"
+)
+SSL_KEYFILE = TextSetting(
+    "KAFKA_SSL_KEYFILE", "", "mutual TLS: its key (PEM); needs the certificate", shown="—"
+)
+CLIENT_ID = TextSetting(
+    "KAFKA_CLIENT_ID",
+    "",
+    "the name the brokers log and apply quotas to; at most 255 characters",
+    shown="`<role>-<host>`",
+)
+TOPIC_PREFIX = TextSetting(
+    "KAFKA_TOPIC_PREFIX",
+    "refund.",
+    "topics `<prefix>cancel-requested`, `cancel-outcomes`, `cancel-dead-letters`",
+)
+REQUEST_PARTITIONS = IntSetting(
+    "KAFKA_REQUEST_PARTITIONS", 12, 1, 10_000, "for `refundctl topics create`"
+)
+REPLY_PARTITIONS = IntSetting(
+    "KAFKA_REPLY_PARTITIONS",
+    12,
+    1,
+    10_000,
+    "for `refundctl topics create`; must outnumber the ingress instances",
+)
+REPLICATION_FACTOR = IntSetting(
+    "KAFKA_REPLICATION_FACTOR", 1, 1, 7, "3 in production (then `min.insync.replicas=2`)"
+)
+PRODUCER_IDEMPOTENCE = FlagSetting(
+    "KAFKA_PRODUCER_IDEMPOTENCE",
+    True,
+    "the dev stack turns it off: Tansu has no idempotent producer",
+)
+PRODUCER_LINGER_MS = IntSetting(
+    "KAFKA_PRODUCER_LINGER_MS", 2, 0, 1_000, "how long a producer waits to fill a batch"
+)
+FETCH_MAX_WAIT_MS = IntSetting(
+    "KAFKA_FETCH_MAX_WAIT_MS",
+    500,
+    1,
+    10_000,
+    "how long a fetch waits on the broker for data; the dev stack uses 10 on Tansu, which"
+    " does not wake a waiting fetch",
+)
+CONSUMER_GROUP = TextSetting(
+    "KAFKA_CONSUMER_GROUP",
+    "refund-worker",
+    "the workers' group (and the key of their stored offsets)",
+)
+KAFKA_SETTINGS: tuple[Setting, ...] = (
+    BOOTSTRAP_SERVERS,
+    SECURITY_PROTOCOL,
+    SASL_MECHANISM,
+    SASL_USERNAME,
+    SASL_PASSWORD,
+    SASL_PASSWORD_FILE,
+    SSL_CAFILE,
+    SSL_CERTFILE,
+    SSL_KEYFILE,
+    CLIENT_ID,
+    TOPIC_PREFIX,
+    REQUEST_PARTITIONS,
+    REPLY_PARTITIONS,
+    REPLICATION_FACTOR,
+    PRODUCER_IDEMPOTENCE,
+    PRODUCER_LINGER_MS,
+    FETCH_MAX_WAIT_MS,
+    CONSUMER_GROUP,
+)
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Everything a Kafka client of ours needs; read once from the environment."""
 
     bootstrap_servers: str
     topics: Topics
-    request_partitions: int = 12
-    reply_partitions: int = 12
-    replication_factor: int = 1
+    request_partitions: int = REQUEST_PARTITIONS.default
+    reply_partitions: int = REPLY_PARTITIONS.default
+    replication_factor: int = REPLICATION_FACTOR.default
     # Idempotent producer: on in production; off for brokers without it (Tansu dev).
-    producer_idempotence: bool = True
-    producer_linger_ms: int = 2
+    producer_idempotence: bool = PRODUCER_IDEMPOTENCE.default
+    producer_linger_ms: int = PRODUCER_LINGER_MS.default
     # How long a fetch may wait on the broker for data; small on brokers that do not
     # wake a waiting fetch when data arrives (Tansu).
-    fetch_max_wait_ms: int = 500
-    consumer_group: str = "refund-worker"
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS.default
+    consumer_group: str = CONSUMER_GROUP.default
     client_id: str = "refund"  # the broker's logs and quotas name us by it
     security: KafkaSecurity = KafkaSecurity()
+
+    def __post_init__(self) -> None:
+        assert REQUEST_PARTITIONS.within(self.request_partitions)
+        assert REPLY_PARTITIONS.within(self.reply_partitions)
+        assert REPLICATION_FACTOR.within(self.replication_factor)
+        assert PRODUCER_LINGER_MS.within(self.producer_linger_ms)
+        assert FETCH_MAX_WAIT_MS.within(self.fetch_max_wait_ms)
 
     def client_options(self) -> dict[str, Any]:
         """What every client takes: the address, our client id and the security."""

@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -141,7 +142,9 @@ def kafka(env: dict[str, str]) -> KafkaSettings:
     return config.kafka_settings(env)
 
 
-async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.02):  # type: ignore[no-untyped-def]
+async def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02
+) -> Any:
     """Poll `predicate` (sync or async) until truthy; fails after `timeout_s`."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:

@@ -178,14 +178,40 @@ def decide(event: CancelRequested, snapshot: LedgerSnapshot, now_ms: int) -> Dec
     provider = event.provider.value
     stored = snapshot.outcomes.get((provider, event.cancel_id))
     if stored is not None:
-        if stored.request_digest == event.request_digest:  # a retry: the same answer again
-            replayed = stored.outcome.model_copy(
-                update={"correlation_id": event.correlation_id, "replayed": True}
-            )
-            return Decision(outcome=replayed, store=False)
-        return Decision(outcome=_conflict(event, now_ms), store=False)
+        return _decided_before(event, stored, now_ms)
 
     bets = [snapshot.bets.get((provider, item.bet_tx)) for item in event.items]
+    item_outcomes = _item_outcomes(event, bets)
+    outcome = _event_outcome(item_outcomes)
+    account = _account_of(event, bets, snapshot)
+
+    refunds: tuple[Refund, ...] = ()
+    if outcome is Outcome.REFUNDED:
+        assert account is not None
+        refunds = _refunds(event, bets, item_outcomes, account)
+    tombstones = tuple(
+        (provider, item.bet_tx)
+        for bet, item in zip(bets, event.items, strict=True)
+        if bet is None and (provider, item.bet_tx) not in snapshot.tombstones
+    )
+    result = _decided_outcome(event, bets, item_outcomes, outcome, account, refunds, now_ms)
+    return Decision(outcome=result, store=True, refunds=refunds, tombstones=tombstones)
+
+
+def _decided_before(event: CancelRequested, stored: StoredOutcome, now_ms: int) -> Decision:
+    """A cancel id with a stored outcome: a retry gets it again, other content is refused;
+    nothing is stored either way."""
+    if stored.request_digest == event.request_digest:  # a retry: the same answer again
+        replayed = stored.outcome.model_copy(
+            update={"correlation_id": event.correlation_id, "replayed": True}
+        )
+        return Decision(outcome=replayed, store=False)
+    return Decision(outcome=_conflict(event, now_ms), store=False)
+
+
+def _item_outcomes(event: CancelRequested, bets: list[Bet | None]) -> list[Outcome]:
+    """Each item's outcome; a cancel that does not name its account refunds nothing when
+    its bets belong to more than one account (one cancel is one account's)."""
     item_outcomes = [
         _item_outcome(event, bet, item.amount) for bet, item in zip(bets, event.items, strict=True)
     ]
@@ -196,8 +222,14 @@ def decide(event: CancelRequested, snapshot: LedgerSnapshot, now_ms: int) -> Dec
         item_outcomes = [
             refusal if outcome is Outcome.REFUNDED else outcome for outcome in item_outcomes
         ]
-    outcome = _event_outcome(item_outcomes)
+    return item_outcomes
 
+
+def _account_of(
+    event: CancelRequested, bets: list[Bet | None], snapshot: LedgerSnapshot
+) -> Account | None:
+    """The account the cancel is about: the one it names, else its (first matching)
+    bet's, else the named player's only account."""
     account: Account | None
     if event.player is not None and event.currency is not None:
         account = snapshot.account_of(event.player, event.currency)
@@ -212,24 +244,39 @@ def decide(event: CancelRequested, snapshot: LedgerSnapshot, now_ms: int) -> Dec
         )
         if account is None and event.player is not None:  # no bet of the named player
             account = snapshot.only_account_of(event.player)
+    return account
 
-    refunds: tuple[Refund, ...] = ()
-    if outcome is Outcome.REFUNDED:
-        assert account is not None
-        refunds = tuple(
-            Refund(account.id, bet.amount, provider, bet.tx, event.cancel_id)
-            for bet, item_outcome in zip(bets, item_outcomes, strict=True)
-            if bet is not None and item_outcome is Outcome.REFUNDED
-        )
-        assert all(refund.account_id == account.id for refund in refunds)
-    tombstones = tuple(
-        (provider, item.bet_tx)
-        for bet, item in zip(bets, event.items, strict=True)
-        if bet is None and (provider, item.bet_tx) not in snapshot.tombstones
+
+def _refunds(
+    event: CancelRequested,
+    bets: list[Bet | None],
+    item_outcomes: list[Outcome],
+    account: Account,
+) -> tuple[Refund, ...]:
+    """The ledger entries of a refunded cancel: each refunded bet's amount, to `account`."""
+    provider = event.provider.value
+    refunds = tuple(
+        Refund(account.id, bet.amount, provider, bet.tx, event.cancel_id)
+        for bet, item_outcome in zip(bets, item_outcomes, strict=True)
+        if bet is not None and item_outcome is Outcome.REFUNDED
     )
+    assert all(refund.account_id == account.id for refund in refunds)
+    return refunds
+
+
+def _decided_outcome(
+    event: CancelRequested,
+    bets: list[Bet | None],
+    item_outcomes: list[Outcome],
+    outcome: Outcome,
+    account: Account | None,
+    refunds: tuple[Refund, ...],
+    now_ms: int,
+) -> CancelOutcome:
+    """The outcome to store and answer: per item, and the balance before and after."""
     balance_before = account.balance if account is not None else None
     refunded_total = sum((refund.amount for refund in refunds), Decimal(0))
-    result = CancelOutcome(
+    return CancelOutcome(
         correlation_id=event.correlation_id,
         provider=event.provider,
         cancel_id=event.cancel_id,
@@ -249,7 +296,6 @@ def decide(event: CancelRequested, snapshot: LedgerSnapshot, now_ms: int) -> Dec
         ledger_tx=ledger_tx(event.provider, event.cancel_id),
         decided_at_ms=now_ms,
     )
-    return Decision(outcome=result, store=True, refunds=refunds, tombstones=tombstones)
 
 
 def _conflict(event: CancelRequested, now_ms: int) -> CancelOutcome:

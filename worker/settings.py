@@ -5,28 +5,66 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from schemas.database import DatabaseSettings
+from schemas.setting import IntSetting, Setting, TextSetting
 from schemas.transport import KafkaSettings
+
+# The worker's settings (README "Configuration", read by refundctl.config).
+BATCH_RECORDS_MAX = IntSetting(
+    "WORKER_BATCH_RECORDS_MAX", 500, 1, 10_000, "events per batch and per transaction"
+)
+METRICS_PORT = IntSetting(
+    "WORKER_METRICS_PORT",
+    9_100,
+    0,
+    65_535,
+    "the worker's `/metrics`, `/healthz`, `/readyz`; 0: none",
+)
+HEARTBEAT_STALE_MS = IntSetting(
+    "WORKER_HEARTBEAT_STALE_MS",
+    60_000,
+    1_000,
+    3_600_000,
+    "`/healthz` answers 503 once the worker's loop has not turned for this long",
+)
+LATE_REPLY_GRACE_MS = IntSetting(
+    "LATE_REPLY_GRACE_MS",
+    10_000,
+    0,
+    600_000,
+    "a reply whose event's deadline passed longer ago than this is not published (no"
+    " ingress awaits it; the outcome is stored and a retry gets it); covers clock skew",
+)
+WORKER_SETTINGS: tuple[Setting, ...] = (
+    BATCH_RECORDS_MAX,
+    METRICS_PORT,
+    HEARTBEAT_STALE_MS,
+    LATE_REPLY_GRACE_MS,
+)
+# For the fault harness only (worker.faults): never set in a deployment.
+FAULT_POINTS = TextSetting(
+    "WORKER_FAULT_POINTS", "", "tests only: `point=probability,…` (worker.faults)", shown="—"
+)
+FAULT_SEED = IntSetting("WORKER_FAULT_SEED", 0, 0, 2**63 - 1, "tests only: the faults' seed")
+WORKER_TEST_SETTINGS: tuple[Setting, ...] = (FAULT_POINTS, FAULT_SEED)
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
     database: DatabaseSettings  # TLS, server-side limits, pool size (schemas.database)
     kafka: KafkaSettings
-    batch_records_max: int = 500  # events per getmany and per database transaction
+    batch_records_max: int = BATCH_RECORDS_MAX.default  # per getmany and per transaction
     poll_timeout_ms: int = 200
     apply_attempts_max: int = 8  # transient database failures retried per batch
     apply_backoff_ms_max: int = 2_000
     db_command_timeout_s: float = 30.0
-    metrics_port: int = 0  # Prometheus metrics over HTTP; 0: not served
+    metrics_port: int = METRICS_PORT.default  # Prometheus metrics over HTTP; 0: not served
     # /healthz answers 503 once the loop has not turned for this long (worker.health).
-    heartbeat_stale_ms: int = 60_000
+    heartbeat_stale_ms: int = HEARTBEAT_STALE_MS.default
     # A batch's tail (replies, Kafka commit) is waited for this long when partitions are
     # revoked or the worker stops; a rebalance must not wait on the broker's answers.
     tail_wait_ms_max: int = 5_000
     reply_publish_timeout_ms: int = 10_000  # replies later than this help no one
-    # A reply whose event's deadline passed more than this ago is not published (no
-    # ingress awaits it; the outcome is stored and a retry receives it): clock skew.
-    late_reply_grace_ms: int = 10_000
+    late_reply_grace_ms: int = LATE_REPLY_GRACE_MS.default  # replies later are not sent
     kafka_commit_timeout_ms: int = 5_000  # the Kafka commit is for lag tools only
     dead_letter_timeout_ms: int = 10_000  # dead letters land, or the batch is retried
     # A (re)join of the consumer group that takes longer is stuck: the process exits.
@@ -34,14 +72,15 @@ class WorkerSettings:
     kafka_stop_timeout_ms: int = 10_000  # leaving the group and flushing, at most
     # Fault points for the fault harness only (see worker.faults); empty in production.
     fault_points: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    fault_seed: int = 0
+    fault_seed: int = FAULT_SEED.default
 
     def __post_init__(self) -> None:
-        assert 1 <= self.batch_records_max <= 10_000
+        assert BATCH_RECORDS_MAX.within(self.batch_records_max)
+        assert METRICS_PORT.within(self.metrics_port)
         assert 1 <= self.apply_attempts_max <= 100
         assert 0 < self.tail_wait_ms_max <= 60_000
         assert 0 < self.reply_publish_timeout_ms <= 60_000
-        assert 0 <= self.late_reply_grace_ms <= 3_600_000
+        assert LATE_REPLY_GRACE_MS.within(self.late_reply_grace_ms)
         assert 0 < self.kafka_commit_timeout_ms <= 60_000
         assert 0 < self.dead_letter_timeout_ms <= 60_000
         # Dead letters are published inside the batch's transaction: the server must not
@@ -49,7 +88,8 @@ class WorkerSettings:
         assert self.database.idle_in_transaction_timeout_ms > self.dead_letter_timeout_ms
         assert 10_000 <= self.group_join_ms_max <= 600_000
         assert 0 < self.kafka_stop_timeout_ms <= 60_000
-        assert 1_000 <= self.heartbeat_stale_ms <= 3_600_000
+        assert HEARTBEAT_STALE_MS.within(self.heartbeat_stale_ms)
+        assert FAULT_SEED.within(self.fault_seed)
 
     @property
     def database_url(self) -> str:

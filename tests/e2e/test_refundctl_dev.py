@@ -55,7 +55,9 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path, broker: str) -> None
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as in a terminal
     )
+    stopping_at = 0
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
@@ -138,8 +140,14 @@ def test_refundctl_dev_runs_the_whole_stack(tmp_path: Path, broker: str) -> None
             ("refund", "10.00"),
         ]
     finally:
-        dev.send_signal(signal.SIGINT)
+        log.flush()
+        stopping_at = (tmp_path / "dev.log").stat().st_size
+        os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group gets it
         code = dev.wait(30)
         log.close()
     assert code == 0, dev_log()
+    stopping = (tmp_path / "dev.log").read_text()[stopping_at:]
+    # Every client is closed, before the broker stops: nothing at error level.
+    assert "Unclosed" not in stopping, stopping
+    assert '"level": "error"' not in stopping, stopping
     assert not (tmp_path / ".refund-dev" / "stack.json").exists()

@@ -31,9 +31,12 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from adapters import settings as ingress_settings
 from refundctl import config, topics
 from refundctl.cli import build_parser
+from schemas.setting import FlagSetting, IntSetting, TextSetting
 from schemas.transport import Topics
+from worker import settings as worker_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -41,8 +44,8 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
 K8S = DEPLOY / "k8s"
 
-HTTP_PORT_DEFAULT = 8080  # config.ingress_settings
-METRICS_PORT_DEFAULT = 9100  # config.worker_settings (WORKER_METRICS_PORT)
+HTTP_PORT_DEFAULT = ingress_settings.HTTP_PORT.default
+METRICS_PORT_DEFAULT = worker_settings.METRICS_PORT.default
 SERVICE_FRONT_PORT = 80  # the ingress Service's port (-> 8080)
 KAFKA_PORT = 9092
 KAFKA_TLS_PORT = 9093  # Strimzi's `tls` listener (SSL / SASL_SSL)
@@ -69,12 +72,15 @@ RUNTIME_VARIABLES = {
     "PIP_DISABLE_PIP_VERSION_CHECK",
 }
 # Read by the code but for tests only: the fault harness's injected failures.
-TEST_ONLY_VARIABLES = re.compile(r"WORKER_FAULT_\w+")
+TEST_ONLY_VARIABLES = frozenset(setting.env for setting in config.TEST_ONLY_SETTINGS)
+# libpq's own variables, which refundctl.config honours as libpq does (not ours to declare).
+LIBPQ_VARIABLES = frozenset({"PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"})
+DECLARED = {setting.env: setting for setting in config.SETTINGS}
 # Stand-ins for the secrets when the composed settings are run through refundctl.config.
 FAKE_SECRET = "test-placeholder"
 # The commands that connect to Kafka (the migrator does not: it gets no Kafka setting).
 KAFKA_COMMANDS = {"ingress", "worker", "topics"}
-REPLY_DEADLINE_MS_DEFAULT = 3500
+REPLY_DEADLINE_MS_DEFAULT = ingress_settings.REPLY_DEADLINE_MS.default
 # What a database Secret holds (placeholders/credentials.yaml): TLS with verification.
 SECRET_DATABASE_URL = "postgresql://refund_worker_app:x@db:5432/refund?sslmode=verify-full"
 # The group roles of the migrations (worker/migrations/005_roles.sql), by command.
@@ -91,35 +97,56 @@ BATCH_SECONDS_MAX = 5  # a generous batch, on top of the reply deadline, for gra
 # ---------------------------------------------------------------- what the code reads
 
 
-def code_variables() -> frozenset[str]:
-    """The environment variables refundctl reads: the names in refundctl/config.py's
-    `env.get("…")`, `env["…"]`, `require(env, "…")`, `_int(env, "…"`, `_bool(env, "…"`,
-    plus SECRET_VARIABLES."""
+def literal_variables() -> frozenset[str]:
+    """The environment variables refundctl/config.py names literally: `env.get("…")`,
+    `env["…"]`, `require(env, "…")`."""
     source = inspect.getsource(config)
     patterns = (
         r'env\.get\(\s*"([A-Z][A-Z0-9_]*)"',
         r'env\[\s*"([A-Z][A-Z0-9_]*)"\s*\]',
         r'require\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"',
-        r'_int\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"',
-        r'_bool\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"',
     )
-    names = {name for pattern in patterns for name in re.findall(pattern, source)}
-    return frozenset(names | set(config.SECRET_VARIABLES))
+    return frozenset(name for pattern in patterns for name in re.findall(pattern, source))
 
 
-CODE_VARIABLES = code_variables()
+# The variables refundctl reads: the declared settings (config.SETTINGS) and the secrets.
+CODE_VARIABLES = frozenset(DECLARED) | set(config.SECRET_VARIABLES) | LIBPQ_VARIABLES
 
 
-def check_variables(where: str, names: Iterable[str], extra: Set[str] = frozenset()) -> None:
+def check_values(where: str, env: Mapping[str, str]) -> None:
+    """Every declared setting in `env` within its declaration: an integer within its
+    bounds, a flag true or false, a choice one of its choices."""
+    for name, value in env.items():
+        setting = DECLARED.get(name)
+        if setting is None or value == FAKE_SECRET:
+            continue
+        if isinstance(setting, IntSetting):
+            assert value.strip().isdigit(), f"{where}: {name}={value!r} is not an integer"
+            assert setting.within(int(value)), (
+                f"{where}: {name}={value} is outside {setting.low}..{setting.high}"
+            )
+        elif isinstance(setting, FlagSetting):
+            assert value.strip().lower() in ("true", "false"), f"{where}: {name}={value!r}"
+        elif isinstance(setting, TextSetting) and setting.choices:
+            assert value.strip().upper() in {c.upper() for c in setting.choices}, (
+                f"{where}: {name}={value!r} is not one of {setting.choices}"
+            )
+
+
+def check_variables(
+    where: str, names: Iterable[str] | Mapping[str, str], extra: Set[str] = frozenset()
+) -> None:
     given = set(names)
-    test_only = sorted(filter(TEST_ONLY_VARIABLES.fullmatch, given))
+    test_only = sorted(given & TEST_ONLY_VARIABLES)
     assert not test_only, f"{where} sets {test_only}: fault injection is for tests only"
     unknown = sorted(given - CODE_VARIABLES - extra)
     assert not unknown, (
         f"{where} sets {unknown}, which refundctl does not read: a typo, or a setting the "
-        "code lacks (add it to refundctl/config.py and the README first). "
-        f"Known: {sorted(CODE_VARIABLES)}"
+        "code lacks (declare it next to its settings dataclass and list it in "
+        f"refundctl.config.SETTINGS first). Known: {sorted(CODE_VARIABLES)}"
     )
+    if isinstance(names, Mapping):
+        check_values(where, names)
 
 
 def check_argv(where: str, argv: list[str]) -> argparse.Namespace:
@@ -230,6 +257,12 @@ def test_the_variables_are_collected_from_the_code() -> None:
         check_variables("a typo", {"KAFKA_BOOTSTRAP_SERVER"})
     with pytest.raises(AssertionError, match="tests only"):
         check_variables("faults", {"WORKER_FAULT_POINTS"})
+    with pytest.raises(AssertionError, match=r"outside 100\.\.3900"):
+        check_variables("a deadline", {"REPLY_DEADLINE_MS": "4000"})
+    with pytest.raises(AssertionError, match="not one of"):
+        check_variables("a protocol", {"KAFKA_SECURITY_PROTOCOL": "TLS"})
+    undeclared = literal_variables() - CODE_VARIABLES - TEST_ONLY_VARIABLES
+    assert not undeclared, f"refundctl/config.py reads {sorted(undeclared)} undeclared"
     with pytest.raises(AssertionError, match="not a production command"):
         check_argv("dev", ["dev"])
     with pytest.raises(AssertionError, match="refuses"):
@@ -420,6 +453,8 @@ def test_the_healthcheck_follows_the_container_command() -> None:
     assert health.url_for("ingress", {}) == "http://127.0.0.1:8080/healthz"
     assert health.url_for("ingress", {"HTTP_PORT": "8081"}) == "http://127.0.0.1:8081/healthz"
     assert health.url_for("worker", {}) == "http://127.0.0.1:9100/healthz"
+    assert HTTP_PORT_DEFAULT == 8080  # what operators see (README, SPEC "Configuration")
+    assert METRICS_PORT_DEFAULT == 9100
     assert health.url_for("worker", {"WORKER_METRICS_PORT": "0"}) is None
     assert health.url_for("migrate", {}) is None
 
@@ -1295,10 +1330,11 @@ def test_k8s_network_policies_deny_by_default_and_open_only_the_ingress_to_outsi
     assert set(monitoring_ports) == {"ingress", "worker"}
     # Egress: every pod of the namespace, DNS, Kafka's TLS listener, PostgreSQL.
     egress = [r for p in policies_for({}) for r in p["spec"].get("egress") or []]
-    ports = {(p.get("protocol", "TCP"), int(p["port"])) for r in egress for p in r["ports"]}
+    egress_ports = {(q.get("protocol", "TCP"), int(q["port"])) for r in egress for q in r["ports"]}
     bootstrap = configmap_data("refund-kafka-client")["KAFKA_BOOTSTRAP_SERVERS"]
     kafka_port = int(bootstrap.rsplit(":", 1)[1])
-    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", kafka_port), ("TCP", POSTGRES_PORT)}
+    expected = {("UDP", 53), ("TCP", 53), ("TCP", kafka_port), ("TCP", POSTGRES_PORT)}
+    assert egress_ports == expected
     for rule in egress:
         for peer in rule["to"]:
             block = peer.get("ipBlock")

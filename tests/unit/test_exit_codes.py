@@ -17,7 +17,7 @@ import pytest
 import structlog
 
 from refundctl import cli, failures, logs
-from schemas.failures import Misconfigured, Unavailable
+from schemas.failures import HTTP_LISTENER, Misconfigured, Unavailable
 from worker.ledger import LedgerRefusal
 from worker.status import OperationError
 
@@ -192,7 +192,7 @@ def test_the_error_tree_maps_to_the_exit_codes() -> None:
     except OperationError as wrapped:
         classified = failures.classify(wrapped)
     assert classified is not None
-    assert (classified.exit_code, classified.dependency) == (3, failures.HTTP_LISTENER)
+    assert (classified.exit_code, classified.dependency) == (3, HTTP_LISTENER)
 
 
 def test_the_ingress_that_cannot_start_exits_3_with_one_json_line(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_the_runtime_lock_leaves_out_the_dev_stack_and_the_dev_tools() -> None:
 
 def test_python_311_and_newer_and_the_tools_pinned_exactly() -> None:
     assert PROJECT["requires-python"] == ">=3.11"
-    dev = {canonicalize_name(r.name): r for r in requirements("dev")}
+    dev: dict[str, Requirement] = {canonicalize_name(r.name): r for r in requirements("dev")}
     for tool in ("ruff", "mypy"):
         (specifier,) = dev[tool].specifier
         assert specifier.operator == "==", f"{tool} is pinned exactly"
