@@ -45,6 +45,7 @@ from worker.decision import Decision, decide_batch
 from worker.ops.access import (
     DB_COMMAND_TIMEOUT_S,
     DB_CONNECT_TIMEOUT_S,
+    OperationError,
     log_bounds,
     standalone_consumer,
     topic_partitions,
@@ -173,9 +174,9 @@ async def replay(
             connect: Connect = pool.acquire
             if dry_run:
                 connect = await stack.enter_async_context(rolled_back(pool))
-            how = await _replay_range(
-                settings, tps, window, _Applier(connect, settings, decide), counts, progress
-            )
+            applier = _Applier(connect, settings, decide)
+            events_max = settings.dry_run_events_max if dry_run else None
+            how = await _replay_range(settings, tps, window, applier, counts, progress, events_max)
     finally:
         await pool.close()
     return ReplayReport(counts, topic, len(tps), how, dry_run)
@@ -188,9 +189,10 @@ async def _replay_range(
     applier: _Applier,
     counts: ReplayCounts,
     progress: Progress | None,
+    events_max: int | None,
 ) -> str:
     """Read the window of every partition and apply it in batches; how its start was
-    found."""
+    found. A range of more than `events_max` records is refused before anything runs."""
     kafka = settings.kafka
     batch_max = settings.batch_records_max
     async with standalone_consumer(kafka, "refundctl-replay", batch_max) as consumer:
@@ -200,6 +202,13 @@ async def _replay_range(
             starts, how = {tp: bounds[tp][0] for tp in tps}, "beginning"
         else:
             starts, how = await start_offsets(consumer, bounds, window.since_ms)
+        records_max = sum(bounds[tp][1] - starts[tp] for tp in tps)  # the window may end sooner
+        if events_max is not None and records_max > events_max:
+            raise OperationError(
+                f"replay --dry-run: the range holds up to {records_max} events, more than"
+                f" REPLAY_DRY_RUN_EVENTS_MAX={events_max} (a dry run holds the locks of the"
+                " players it touches until it ends); narrow it with --since/--until"
+            )
         pending: list[tuple[Record, CancelRequested]] = []
         async for records in read_range(
             consumer,

@@ -34,11 +34,22 @@ LATE_REPLY_GRACE_MS = IntSetting(
     "a reply whose event's deadline passed longer ago than this is not published (no"
     " ingress awaits it; the outcome is stored and a retry gets it); covers clock skew",
 )
+# A dry run is one transaction rolled back at its end: the locks of the players it
+# touches are held until then, so the live worker may wait on them. Bounded.
+DRY_RUN_EVENTS_MAX = IntSetting(
+    "REPLAY_DRY_RUN_EVENTS_MAX",
+    100_000,
+    1,
+    10_000_000,
+    "`refundctl replay --dry-run` refuses a range of more events: it holds the locks of the"
+    " players it touches until it ends (narrow it with `--since`/`--until`)",
+)
 WORKER_SETTINGS: tuple[Setting, ...] = (
     BATCH_RECORDS_MAX,
     METRICS_PORT,
     HEARTBEAT_STALE_MS,
     LATE_REPLY_GRACE_MS,
+    DRY_RUN_EVENTS_MAX,
 )
 # For the fault harness only (worker.faults): never set in a deployment.
 FAULT_POINTS = TextSetting(
@@ -65,6 +76,7 @@ class WorkerSettings:
     tail_wait_ms_max: int = 5_000
     reply_publish_timeout_ms: int = 10_000  # replies later than this help no one
     late_reply_grace_ms: int = LATE_REPLY_GRACE_MS.default  # replies later are not sent
+    dry_run_events_max: int = DRY_RUN_EVENTS_MAX.default  # a dry run's locks are held
     kafka_commit_timeout_ms: int = 5_000  # the Kafka commit is for lag tools only
     dead_letter_timeout_ms: int = 10_000  # dead letters land, or the batch is retried
     # A (re)join of the consumer group that takes longer is stuck: the process exits.
@@ -81,6 +93,7 @@ class WorkerSettings:
         assert 0 < self.tail_wait_ms_max <= 60_000
         assert 0 < self.reply_publish_timeout_ms <= 60_000
         assert LATE_REPLY_GRACE_MS.within(self.late_reply_grace_ms)
+        assert DRY_RUN_EVENTS_MAX.within(self.dry_run_events_max)
         assert 0 < self.kafka_commit_timeout_ms <= 60_000
         assert 0 < self.dead_letter_timeout_ms <= 60_000
         # Dead letters are published inside the batch's transaction: the server must not
