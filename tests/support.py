@@ -145,7 +145,7 @@ def scorpio_headers(body: bytes, token: str = SCORPIO_TOKEN) -> dict[str, str]:
     return {"X-Request-Signature": signature, "Content-Type": "application/json"}
 
 
-async def assert_conservation(conn: asyncpg.Connection) -> None:
+async def assert_conservation(conn: ledger.Connection) -> None:
     """Every balance equals the sum of its entries; no bet is refunded twice."""
     mismatched = await conn.fetch(
         """

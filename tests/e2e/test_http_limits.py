@@ -34,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from refundctl import config, devstack
 from tests.conftest import wait_until
+from tests.infra import Infra
 from tests.providers import AMB, HPGAMES, HPGAMES_BULK, NAGA, SCORPIO, Api, Cancel, Keys
 from tests.support import now_ms, running_ingress
 
@@ -129,7 +130,7 @@ def spawn_ingress(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
 # ---------------------------------------------------------------- heads
 
 
-async def test_an_8_mib_header_and_20000_headers_get_431(env) -> None:  # type: ignore[no-untyped-def]
+async def test_an_8_mib_header_and_20000_headers_get_431(env: dict[str, str]) -> None:
     async with running_ingress(env) as url:
         async with connection(url) as (reader, writer):
             head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (8 * MIB) + b"\r\n\r\n"
@@ -154,7 +155,9 @@ async def test_an_8_mib_header_and_20000_headers_get_431(env) -> None:  # type: 
     assert closed(text, "too_many_headers") == 1
 
 
-async def test_unfinished_heads_do_not_grow_the_process(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_unfinished_heads_do_not_grow_the_process(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     """Four unfinished 16 MiB heads at once (the issue: four 64 MiB heads took the
     ingress from 63 to 319 MiB): each is answered 431 and the process stays flat."""
     port = devstack.free_port()
@@ -204,7 +207,9 @@ async def test_unfinished_heads_do_not_grow_the_process(env, tmp_path) -> None: 
 # ---------------------------------------------------------------- slow clients
 
 
-async def test_unfinished_heads_and_bodies_are_closed_after_their_timeouts(env) -> None:  # type: ignore[no-untyped-def]
+async def test_unfinished_heads_and_bodies_are_closed_after_their_timeouts(
+    env: dict[str, str],
+) -> None:
     async with running_ingress({**env, **FAST}) as url:
 
         async def closed_after(data: bytes) -> float:
@@ -229,7 +234,7 @@ async def test_unfinished_heads_and_bodies_are_closed_after_their_timeouts(env) 
     assert metric(text, 'refund_ingress_client_disconnects_total{phase="body"}') == 0
 
 
-async def test_an_idle_keepalive_connection_is_closed(env) -> None:  # type: ignore[no-untyped-def]
+async def test_an_idle_keepalive_connection_is_closed(env: dict[str, str]) -> None:
     async with running_ingress({**env, **FAST}) as url:
         async with connection(url) as (reader, writer):
             writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -243,7 +248,9 @@ async def test_an_idle_keepalive_connection_is_closed(env) -> None:  # type: ign
     assert closed(text, "keepalive_idle") >= 1
 
 
-async def test_idle_and_half_sent_sockets_cannot_crowd_out_requests(env, keys) -> None:  # type: ignore[no-untyped-def]
+async def test_idle_and_half_sent_sockets_cannot_crowd_out_requests(
+    env: dict[str, str], keys: Keys
+) -> None:
     """The connection cap full of idle and half-sent sockets: normal requests are still
     served (the idlest sockets are closed to make room), not refused."""
     cap = 30
@@ -270,7 +277,9 @@ async def test_idle_and_half_sent_sockets_cannot_crowd_out_requests(env, keys) -
 
 
 @pytest.mark.parametrize("api", [SCORPIO, HPGAMES, HPGAMES_BULK, NAGA, AMB], ids=lambda a: a.name)
-async def test_shedding_answers_in_the_providers_format(env, keys, api: Api) -> None:  # type: ignore[no-untyped-def]
+async def test_shedding_answers_in_the_providers_format(
+    env: dict[str, str], keys: Keys, api: Api
+) -> None:
     limits = {
         "INGRESS_REQUESTS_IN_FLIGHT_MAX": "1",
         "HTTP_CONNECTIONS_MAX": "8",
@@ -305,7 +314,9 @@ async def test_shedding_answers_in_the_providers_format(env, keys, api: Api) -> 
 # ---------------------------------------------------------------- deadline, disconnects
 
 
-async def test_the_deadline_covers_the_publish(env, infra, keys) -> None:  # type: ignore[no-untyped-def]
+async def test_the_deadline_covers_the_publish(
+    env: dict[str, str], infra: Infra, keys: Keys
+) -> None:
     """The request topic does not exist (no metadata): the producer waits for it up to
     its request timeout (40 s; the ingress used to wait that long before its deadline
     started); the answer comes within the deadline all the same."""
@@ -339,7 +350,9 @@ async def test_the_deadline_covers_the_publish(env, infra, keys) -> None:  # typ
         assert failed == 1
 
 
-async def test_a_client_gone_mid_body_is_counted_not_a_traceback(env, capfd) -> None:  # type: ignore[no-untyped-def]
+async def test_a_client_gone_mid_body_is_counted_not_a_traceback(
+    env: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
     async with running_ingress(env) as url:
         for _ in range(3):
             async with connection(url) as (_, writer):
@@ -355,7 +368,9 @@ async def test_a_client_gone_mid_body_is_counted_not_a_traceback(env, capfd) -> 
     assert "Traceback" not in output.out + output.err
 
 
-async def test_amb_body_over_1_mib_is_401_without_credentials_and_40003_with_them(env) -> None:  # type: ignore[no-untyped-def]
+async def test_amb_body_over_1_mib_is_401_without_credentials_and_40003_with_them(
+    env: dict[str, str],
+) -> None:
     """AMB authenticates before it answers a body's size: an oversized body without
     credentials is 401/30001 (not 200/40003, which would tell a stranger the route is
     open); with the right credentials it is the invalid-request answer."""

@@ -14,6 +14,7 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import httpx
@@ -165,7 +166,8 @@ async def test_dev_stack_survives_worker_churn(tmp_path: Path, broker: str) -> N
             account = await ledger.show(conn, "churner", "EUR")
         finally:
             await conn.close()
-        refunds = [e for e in account["entries"] if e["kind"] == "refund"]
+        entries = cast(list[dict[str, object]], account["entries"])  # `show` types it object
+        refunds = [e for e in entries if e["kind"] == "refund"]
         assert len(refunds) == CANCELS  # each bet refunded once, none twice
         assert account["balance"] == "1000.00"
         assert kills >= 8

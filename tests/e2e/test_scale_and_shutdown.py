@@ -9,11 +9,14 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from refundctl import devstack
+from schemas.transport import KafkaSettings
 from tests.support import (
     assert_conservation,
     balance,
@@ -30,7 +33,9 @@ pytestmark = pytest.mark.integration
 REFUNDCTL = str(Path(sys.executable).with_name("refundctl"))
 
 
-async def test_three_ingress_three_workers_each_reply_reaches_its_instance(env, db) -> None:  # type: ignore[no-untyped-def]
+async def test_three_ingress_three_workers_each_reply_reaches_its_instance(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
     players = 6
     for p in range(players):
         await ledger.open_account(db, f"p{p}", "EUR", Decimal("100.00"))
@@ -53,7 +58,7 @@ async def test_three_ingress_three_workers_each_reply_reaches_its_instance(env, 
         assert len({row["partition"] for row in leases}) == 3, "each instance has its own partition"
         clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=u)) for u in urls]
 
-        async def cancel(i: int, p: int, n: int) -> dict:  # type: ignore[type-arg]
+        async def cancel(i: int, p: int, n: int) -> dict[str, Any]:
             body = scorpio_body(
                 transaction_id=f"c-{p}-{n}",
                 reference_id=f"bet-{p}-{n}",
@@ -63,7 +68,8 @@ async def test_three_ingress_three_workers_each_reply_reaches_its_instance(env, 
             response = await clients[i % 3].post(
                 "/scorpio", content=body, headers=scorpio_headers(body)
             )
-            return response.json()  # type: ignore[no-any-return]
+            answer: dict[str, Any] = response.json()
+            return answer
 
         jobs = [
             cancel(i, p, n)
@@ -80,7 +86,9 @@ async def test_three_ingress_three_workers_each_reply_reaches_its_instance(env, 
     await assert_conservation(db)
 
 
-async def test_metrics_endpoint_speaks_prometheus(env, db) -> None:  # type: ignore[no-untyped-def]
+async def test_metrics_endpoint_speaks_prometheus(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     async with (
         running_worker(env),
@@ -129,7 +137,9 @@ async def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> 
             await asyncio.sleep(0.1)
 
 
-async def test_sigterm_ingress_answers_in_flight_requests_then_exits(env, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_sigterm_ingress_answers_in_flight_requests_then_exits(
+    env: dict[str, str], db: asyncpg.Connection, tmp_path: Path
+) -> None:
     await seed_bet(db, "bet-1")
     port = devstack.free_port()
     log = tmp_path / "ingress.log"
@@ -160,8 +170,8 @@ async def test_sigterm_ingress_answers_in_flight_requests_then_exits(env, db, tm
 
 
 async def test_sigterm_worker_finishes_its_batch_commits_and_leaves(
-    env, kafka, db, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
     cancels = 400
     await ledger.open_account(db, "p1", "EUR", Decimal("1000.00"))
     for n in range(cancels):

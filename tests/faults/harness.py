@@ -589,7 +589,8 @@ async def replay_from_beginning(env: dict[str, str]) -> dict[str, int]:
     stdout, stderr = await asyncio.wait_for(process.communicate(), 300)
     if process.returncode != 0:
         raise RuntimeError(f"replay failed: {stderr.decode()[-500:]}")
-    return json.loads(stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+    counts: dict[str, int] = json.loads(stdout.decode().strip().splitlines()[-1])
+    return counts
 
 
 async def ledger_state(database_url: str) -> dict[str, Decimal]:

@@ -5,6 +5,7 @@ The figure to report comes from a longer `FAULTS_MINUTES=10 make faults`."""
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ LINE = re.compile(
 
 
 @pytest.mark.timeout(900)
-def test_short_fault_run_keeps_every_invariant(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_short_fault_run_keeps_every_invariant(tmp_path: Path) -> None:
     harness = [sys.executable, "-m", "tests.faults.harness", "--minutes", "1", "--seed", "7"]
     result = subprocess.run(
         [*harness, "--work-dir", str(tmp_path)],

@@ -6,13 +6,14 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.bus import event_key
 from refundctl import cli
 from schemas import Outcome, ReplyTo
-from schemas.transport import decode_request, encode
+from schemas.transport import KafkaSettings, decode_request, encode
 from tests.integration.test_operations import Refundctl, publish, request_one
 from tests.integration.test_operations import refundctl as refundctl  # the fixture
 from tests.support import (
@@ -35,7 +36,8 @@ async def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> by
         consumer.assign([tp])
         consumer.seek(tp, offset)
         record = await asyncio.wait_for(consumer.getone(), 15)
-        return record.value
+        value: bytes | None = record.value  # aiokafka is untyped
+        return value
     finally:
         await consumer.stop()
 
@@ -44,8 +46,8 @@ async def show(refundctl: Refundctl, provider: str, cancel_id: str) -> Any:
     return await refundctl.json("cancel", "show", "--provider", provider, "--id", cancel_id)
 
 
-async def test_a_refunded_cancel_with_its_balances_and_source(  # type: ignore[no-untyped-def]
-    env, kafka, db, refundctl
+async def test_a_refunded_cancel_with_its_balances_and_source(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
 ) -> None:
     await seed_bet(db, "bet-1", amount="10.50")
     await seed_bet(db, "bet-2")
@@ -105,8 +107,8 @@ async def test_a_refunded_cancel_with_its_balances_and_source(  # type: ignore[n
     await assert_conservation(db)
 
 
-async def test_a_cancel_of_an_unknown_bet_shows_its_tombstone(  # type: ignore[no-untyped-def]
-    env, kafka, db, refundctl
+async def test_a_cancel_of_an_unknown_bet_shows_its_tombstone(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
 ) -> None:
     async with reply_client(kafka) as client, running_worker(env):
         event = cancel_event(client, cancel_id="c-late", bet_tx="late")
@@ -120,8 +122,8 @@ async def test_a_cancel_of_an_unknown_bet_shows_its_tombstone(  # type: ignore[n
     assert f"  tombstone:    late at {cancel['tombstones'][0]['at']}" in out.splitlines()
 
 
-async def test_a_dead_lettered_cancel_shows_its_dead_letter(  # type: ignore[no-untyped-def]
-    env, kafka, db, refundctl
+async def test_a_dead_lettered_cancel_shows_its_dead_letter(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
 ) -> None:
     await seed_bet(db, "bet-1")
     await seed_bet(db, "bet-2")
@@ -158,8 +160,8 @@ async def test_a_dead_lettered_cancel_shows_its_dead_letter(  # type: ignore[no-
     assert await balance(db) == Decimal("90.00")  # bet-2 only
 
 
-async def test_an_unknown_cancel_is_refused_in_one_line(  # type: ignore[no-untyped-def]
-    env, refundctl, capsys
+async def test_an_unknown_cancel_is_refused_in_one_line(
+    env: dict[str, str], refundctl: Refundctl, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capsys.readouterr()
     command = ["cancel", "show", "--provider", "naga", "--id", "nope", "--json"]
@@ -173,8 +175,8 @@ async def test_an_unknown_cancel_is_refused_in_one_line(  # type: ignore[no-unty
     )
 
 
-async def test_an_outcome_stored_without_its_source_shows_none(  # type: ignore[no-untyped-def]
-    env, kafka, db, refundctl
+async def test_an_outcome_stored_without_its_source_shows_none(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
 ) -> None:
     """Outcomes stored before migration 004 (and by `refundctl replay`) have no source."""
     await seed_bet(db, "bet-1")

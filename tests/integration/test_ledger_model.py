@@ -252,8 +252,8 @@ class LedgerModel:
 
         account_key: AccountKey | None
         if cancel.player is not None and cancel.currency is not None:
-            named = (cancel.player, cancel.currency)
-            account_key = named if named in self.accounts else None
+            key = (cancel.player, cancel.currency)
+            account_key = key if key in self.accounts else None
         else:  # the first bet of the named player (or of anyone) names the account
             account_key = next(
                 (
@@ -712,7 +712,8 @@ def test_ledger_against_model(database_url: str) -> None:
     pool = loop.run_until_complete(connect())
     try:
         run_state_machine_as_test(
-            lambda: LedgerMachine(loop, pool),
+            # hypothesis types the factory as the class; its docs accept any callable
+            lambda: LedgerMachine(loop, pool),  # type: ignore[arg-type]
             settings=settings(
                 max_examples=int(os.environ.get("LEDGER_MODEL_EXAMPLES", "60")),
                 stateful_step_count=30,

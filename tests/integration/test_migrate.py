@@ -256,8 +256,8 @@ async def test_the_migration_lock_wait_is_bounded(conn: asyncpg.Connection, empt
     assert await migrate(conn, [A]) == ["001_a.sql"]
 
 
-async def test_refundctl_migrate_status(  # type: ignore[no-untyped-def]
-    empty_url, monkeypatch, capsys
+async def test_refundctl_migrate_status(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", empty_url)
 

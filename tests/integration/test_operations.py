@@ -153,8 +153,8 @@ def iso(epoch_ms: int) -> str:
 # --- replay -------------------------------------------------------------------------------
 
 
-async def test_replay_after_the_worker_applied_everything_changes_nothing(  # type: ignore[no-untyped-def]
-    env, kafka, db, refundctl
+async def test_replay_after_the_worker_applied_everything_changes_nothing(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
 ) -> None:
     for n in range(3):
         await seed_bet(db, f"bet-{n}")
@@ -178,7 +178,9 @@ async def test_replay_after_the_worker_applied_everything_changes_nothing(  # ty
     await assert_conservation(db)
 
 
-async def test_replay_applies_published_events_exactly_once(env, kafka, db, refundctl) -> None:  # type: ignore[no-untyped-def]
+async def test_replay_applies_published_events_exactly_once(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
+) -> None:
     """Published, never applied (no worker ran): a dry run writes nothing, the replay
     applies each once, and a second replay changes nothing."""
     for n in range(4):
@@ -211,8 +213,12 @@ async def test_replay_applies_published_events_exactly_once(env, kafka, db, refu
     await assert_conservation(db)
 
 
-async def test_dry_run_agrees_with_the_replay_across_batches(  # type: ignore[no-untyped-def]
-    env, kafka, db, refundctl, monkeypatch
+async def test_dry_run_agrees_with_the_replay_across_batches(
+    env: dict[str, str],
+    kafka: KafkaSettings,
+    db: asyncpg.Connection,
+    refundctl: Refundctl,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Batches of 2: a retry, a reused cancel id and a second cancel of a bet land in
     later batches than the cancels they depend on; undecodable records fail."""
@@ -258,7 +264,9 @@ async def test_dry_run_agrees_with_the_replay_across_batches(  # type: ignore[no
     await assert_conservation(db)
 
 
-async def test_since_and_until_select_a_sub_range(env, kafka, db, refundctl) -> None:  # type: ignore[no-untyped-def]
+async def test_since_and_until_select_a_sub_range(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
+) -> None:
     now = int(time.time() * 1000)
     stamped = {"old": now - 3 * HOUR_MS, "mid": now - 2 * HOUR_MS, "new": now - HOUR_MS}
     sizes = {"old": 2, "mid": 3, "new": 2}
@@ -309,7 +317,9 @@ async def test_since_and_until_select_a_sub_range(env, kafka, db, refundctl) -> 
 # --- dead letters -------------------------------------------------------------------------
 
 
-async def test_dlq_list_shows_a_dead_letter_from_the_worker(env, kafka, db, refundctl) -> None:  # type: ignore[no-untyped-def]
+async def test_dlq_list_shows_a_dead_letter_from_the_worker(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
+) -> None:
     await seed_bet(db, "bet-1")
     assert await refundctl.json("dlq", "list") == []
     await publish(kafka, kafka.topics.requests, [b"{not json"], key=b"p1")
@@ -346,7 +356,9 @@ async def test_dlq_list_shows_a_dead_letter_from_the_worker(env, kafka, db, refu
     await assert_conservation(db)
 
 
-async def test_redrive_of_a_fixed_dead_letter_is_applied_once(env, kafka, db, refundctl) -> None:  # type: ignore[no-untyped-def]
+async def test_redrive_of_a_fixed_dead_letter_is_applied_once(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
+) -> None:
     await seed_bet(db, "bet-1")
     await seed_bet(db, "bet-2")
     async with reply_client(kafka) as client:
@@ -429,7 +441,9 @@ async def test_redrive_of_a_fixed_dead_letter_is_applied_once(env, kafka, db, re
 # --- status -------------------------------------------------------------------------------
 
 
-async def test_status_shows_lag_tombstones_and_dead_letters(env, kafka, db, refundctl) -> None:  # type: ignore[no-untyped-def]
+async def test_status_shows_lag_tombstones_and_dead_letters(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, refundctl: Refundctl
+) -> None:
     for n in range(3):
         await seed_bet(db, f"bet-{n}")
     async with reply_client(kafka) as client:
@@ -477,8 +491,11 @@ async def test_status_shows_lag_tombstones_and_dead_letters(env, kafka, db, refu
     await assert_conservation(db)
 
 
-async def test_commands_fail_in_one_line_when_a_topic_is_missing(  # type: ignore[no-untyped-def]
-    env, refundctl, monkeypatch, capsys
+async def test_commands_fail_in_one_line_when_a_topic_is_missing(
+    env: dict[str, str],
+    refundctl: Refundctl,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("KAFKA_TOPIC_PREFIX", f"missing-{uuid.uuid4().hex[:8]}.")
     for command in (["replay", "--from-beginning"], ["dlq", "list"], ["status"]):
@@ -489,8 +506,8 @@ async def test_commands_fail_in_one_line_when_a_topic_is_missing(  # type: ignor
         assert "does not exist (run `refundctl topics create`)" in err
 
 
-async def test_start_offsets_trust_a_time_index_only_when_the_records_confirm_it(  # type: ignore[no-untyped-def]
-    env, kafka, monkeypatch
+async def test_start_offsets_trust_a_time_index_only_when_the_records_confirm_it(
+    env: dict[str, str], kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tansu answers `offsets_for_times` with the log's first offset and its own clock,
     so the replay reads from the beginning there. A broker with a real time index (Kafka)

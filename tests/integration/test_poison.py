@@ -267,8 +267,8 @@ async def request_one(client: RequestReplyClient, event: CancelRequested) -> Can
 
 @pytest.mark.integration
 @pytest.mark.parametrize("batch_records_max", [500, 1], ids=["one-batch", "one-by-one"])
-async def test_poison_matrix_is_dead_lettered_and_the_partition_moves_on(  # type: ignore[no-untyped-def]
-    env, kafka, db, batch_records_max
+async def test_poison_matrix_is_dead_lettered_and_the_partition_moves_on(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection, batch_records_max: int
 ) -> None:
     """ok-0, poison, ok-1, poison, …, ok-N in one partition: in one batch (the worker
     splits it until each failing event stands alone) and one event per batch."""
@@ -300,7 +300,10 @@ async def test_poison_matrix_is_dead_lettered_and_the_partition_moves_on(  # typ
     }
     assert refunded == {f"ok-{n}" for n in range(valid)} | {"naga-bet"}
     # No poison moved money; its bet is still open.
-    states = dict(await db.fetch("SELECT tx, state FROM bets WHERE tx = ANY($1)", BETS))
+    states: dict[str, str] = {
+        tx: state
+        for tx, state in await db.fetch("SELECT tx, state FROM bets WHERE tx = ANY($1)", BETS)
+    }
     assert states == dict.fromkeys(BETS, "open")
     assert await balance(db) == Decimal("1000.00") - 10 * len(BETS)  # debited, not refunded
     await assert_conservation(db)
@@ -314,7 +317,12 @@ async def test_poison_matrix_is_dead_lettered_and_the_partition_moves_on(  # typ
     letters: dict[str, list[str]] = {}
     for letter in await list_dead_letters(kafka, config.database_settings(env)):
         letters.setdefault(letter["source"], []).append(letter["reason"])
-    stored = dict(await db.fetch("SELECT cancel_id, outcome->>'outcome' FROM cancel_outcomes"))
+    stored: dict[str, str] = {
+        cancel_id: outcome
+        for cancel_id, outcome in await db.fetch(
+            "SELECT cancel_id, outcome->>'outcome' FROM cancel_outcomes"
+        )
+    }
     handled: dict[str, str] = {}
     for n, poison in enumerate(POISONS):
         offset = 2 * n + 1
@@ -339,7 +347,10 @@ async def test_poison_matrix_is_dead_lettered_and_the_partition_moves_on(  # typ
     assert handled["decision-raises"] == handled["database-refuses"] == "dead letter"
 
     # The partition's stored offset is past everything, the others untouched.
-    offsets = dict(await db.fetch("SELECT partition, next_offset FROM consumer_offsets"))
+    offsets: dict[int, int] = {
+        number: offset
+        for number, offset in await db.fetch("SELECT partition, next_offset FROM consumer_offsets")
+    }
     assert offsets[partition] == len(values) + 1
     assert sum(offsets.values()) == len(values) + 1
 
@@ -351,7 +362,9 @@ async def test_poison_matrix_is_dead_lettered_and_the_partition_moves_on(  # typ
 
 
 @pytest.mark.integration
-async def test_a_database_refusal_dead_letters_only_its_event(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_a_database_refusal_dead_letters_only_its_event(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     """The events of one batch on both sides of the refused one, in other partitions
     too, are applied in the same transaction discipline: offsets chained per range."""
     await ledger.open_account(db, "p1", "EUR", Decimal("1000.00"))
@@ -377,14 +390,17 @@ async def test_a_database_refusal_dead_letters_only_its_event(env, kafka, db) ->
     [letter] = await list_dead_letters(kafka, config.database_settings(env))
     assert letter["source"] == f"{kafka.topics.requests}:{23 % 4}:{23 // 4}"
     assert letter["reason"].startswith("database: SQLSTATE 22P05: ")
-    offsets = dict(await db.fetch("SELECT partition, next_offset FROM consumer_offsets"))
+    offsets: dict[int, int] = {
+        number: offset
+        for number, offset in await db.fetch("SELECT partition, next_offset FROM consumer_offsets")
+    }
     assert sum(offsets.values()) == len(events) + 1  # the marker too
     await assert_conservation(db)
 
 
 @pytest.mark.integration
-async def test_replay_over_a_poisoned_topic_completes_and_counts_it_failed(  # type: ignore[no-untyped-def]
-    env, kafka, db
+async def test_replay_over_a_poisoned_topic_completes_and_counts_it_failed(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
 ) -> None:
     await ledger.open_account(db, "p1", "EUR", Decimal("100.00"))
     for n in range(3):
@@ -462,7 +478,9 @@ def _outcome(i: int) -> CancelOutcome:
         (64, set(range(64))),
     ],
 )
-async def test_the_bisection_isolates_each_poison_within_its_bound(size, poisoned) -> None:  # type: ignore[no-untyped-def]
+async def test_the_bisection_isolates_each_poison_within_its_bound(
+    size: int, poisoned: set[int]
+) -> None:
     calls: list[tuple[int, int]] = []
     isolation = await apply_isolating([True] * size, _refused_by(poisoned, calls))
     assert isolation.stopped is None
@@ -592,8 +610,8 @@ def test_the_ranges_of_a_batch_chain_their_offsets() -> None:
 
 
 @pytest.mark.integration
-async def test_a_record_too_large_for_the_dead_letter_topic_does_not_stop_the_partition(  # type: ignore[no-untyped-def]
-    env, kafka, db
+async def test_a_record_too_large_for_the_dead_letter_topic_does_not_stop_the_partition(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
 ) -> None:
     """A record as large as the broker takes fits the request topic but not, with the
     dead-letter headers added, the dead-letter topic: its dead letter carries the reason
@@ -609,5 +627,8 @@ async def test_a_record_too_large_for_the_dead_letter_topic_does_not_stop_the_pa
     assert large["reason"].startswith("undecodable: ")
     assert "not copied" in large["reason"]
     assert large["size"] == 0
-    offsets = dict(await db.fetch("SELECT partition, next_offset FROM consumer_offsets"))
+    offsets: dict[int, int] = {
+        number: offset
+        for number, offset in await db.fetch("SELECT partition, next_offset FROM consumer_offsets")
+    }
     assert sum(offsets.values()) == 2

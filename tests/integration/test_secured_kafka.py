@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -162,8 +163,8 @@ def secured_env(
 # --- the whole flow -------------------------------------------------------------------
 
 
-async def test_a_cancel_is_refunded_over_sasl_ssl_with_the_roles_own_users(  # type: ignore[no-untyped-def]
-    secured_kafka, secured_env, db
+async def test_a_cancel_is_refunded_over_sasl_ssl_with_the_roles_own_users(
+    secured_kafka: SecuredKafka, secured_env: dict[str, str], db: asyncpg.Connection
 ) -> None:
     await seed_bet(db, "bet-1")
     ingress_env = {**secured_env, **secured_kafka.env("ingress")}
@@ -198,8 +199,8 @@ async def _request_topic_end_offsets(secured: SecuredKafka) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("role", ["worker", "forger"])
-async def test_only_the_ingress_may_write_the_request_topic(  # type: ignore[no-untyped-def]
-    secured_kafka, role
+async def test_only_the_ingress_may_write_the_request_topic(
+    secured_kafka: SecuredKafka, role: str
 ) -> None:
     """The forged-event scenario: a workload with broker credentials but no write ACL on
     the request topic puts a well-formed cancel there. The broker refuses it."""
@@ -251,8 +252,8 @@ def _refundctl(tmp_path: Path, env: Mapping[str, str], *args: str) -> tuple[int,
         ("no ACL to create topics", "the broker refused to create topic"),
     ],
 )
-def test_a_refused_connection_is_one_line_and_exit_3(  # type: ignore[no-untyped-def]
-    secured_kafka, tmp_path, case, expected
+def test_a_refused_connection_is_one_line_and_exit_3(
+    secured_kafka: SecuredKafka, tmp_path: Path, case: str, expected: str
 ) -> None:
     env = secured_kafka.env("ingress", KAFKA_TOPIC_PREFIX=f"refused{uuid.uuid4().hex[:6]}.")
     if case == "wrong password":
@@ -281,8 +282,8 @@ def test_a_refused_connection_is_one_line_and_exit_3(  # type: ignore[no-untyped
         assert password_file.read_text().strip() not in stderr
 
 
-def test_an_ingress_that_cannot_start_exits_3_with_one_json_line(  # type: ignore[no-untyped-def]
-    secured_kafka, secured_env, tmp_path
+def test_an_ingress_that_cannot_start_exits_3_with_one_json_line(
+    secured_kafka: SecuredKafka, secured_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The database answers; Kafka refuses the password, then the port is taken. Each
     time the process's last line, and its only error, says why, as JSON (no traceback);

@@ -3,14 +3,16 @@
 import asyncio
 import time
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from adapters.bus import RequestReplyClient
 from refundctl import config
-from schemas import CancelOutcome, Outcome
-from schemas.transport import HEADER_DEAD_LETTER_REASON, HEADER_SOURCE, encode
+from schemas import CancelOutcome, CancelRequested, Outcome
+from schemas.transport import HEADER_DEAD_LETTER_REASON, HEADER_SOURCE, KafkaSettings, encode
 from tests.conftest import wait_until
 from tests.support import (
     assert_conservation,
@@ -28,13 +30,15 @@ from worker.ledger import Fenced, LedgerRefusal, OffsetAdvance
 pytestmark = pytest.mark.integration
 
 
-async def request_one(client, event) -> CancelOutcome:  # type: ignore[no-untyped-def]
+async def request_one(client: RequestReplyClient, event: CancelRequested) -> CancelOutcome:
     [outcome] = await client.request([event], event.deadline_ms)
     assert outcome is not None, "no outcome before the deadline"
     return outcome
 
 
-async def test_new_cancel_refunds_once(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_new_cancel_refunds_once(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     assert await balance(db) == Decimal("90.00")
     async with reply_client(kafka) as client, running_worker(env):
@@ -46,7 +50,9 @@ async def test_new_cancel_refunds_once(env, kafka, db) -> None:  # type: ignore[
     await assert_conservation(db)
 
 
-async def test_same_event_delivered_twice_refunds_once(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_same_event_delivered_twice_refunds_once(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     async with reply_client(kafka) as client:
         event = cancel_event(client, cancel_id="c-1", bet_tx="bet-1")
@@ -66,7 +72,9 @@ async def test_same_event_delivered_twice_refunds_once(env, kafka, db) -> None: 
     await assert_conservation(db)
 
 
-async def test_same_cancel_sent_twice_gets_same_answer(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_same_cancel_sent_twice_gets_same_answer(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     async with reply_client(kafka) as client, running_worker(env):
         first = await request_one(client, cancel_event(client, cancel_id="c-1", bet_tx="bet-1"))
@@ -83,7 +91,9 @@ async def test_same_cancel_sent_twice_gets_same_answer(env, kafka, db) -> None: 
     await assert_conservation(db)
 
 
-async def test_cancel_id_reused_for_other_request_is_refused(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_cancel_id_reused_for_other_request_is_refused(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     await seed_bet(db, "bet-2")
     async with reply_client(kafka) as client, running_worker(env):
@@ -94,7 +104,9 @@ async def test_cancel_id_reused_for_other_request_is_refused(env, kafka, db) -> 
     await assert_conservation(db)
 
 
-async def test_unknown_bet_is_tombstoned_and_blocks_a_later_debit(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_bet_is_tombstoned_and_blocks_a_later_debit(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     await ledger.open_account(db, "p1", "EUR", Decimal("100.00"))
     async with reply_client(kafka) as client, running_worker(env):
         outcome = await request_one(client, cancel_event(client, cancel_id="c-1", bet_tx="late"))
@@ -108,7 +120,9 @@ async def test_unknown_bet_is_tombstoned_and_blocks_a_later_debit(env, kafka, db
     await assert_conservation(db)
 
 
-async def test_second_cancel_of_a_cancelled_bet_is_rolled_back(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_second_cancel_of_a_cancelled_bet_is_rolled_back(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     async with reply_client(kafka) as client, running_worker(env):
         await request_one(client, cancel_event(client, cancel_id="c-1", bet_tx="bet-1"))
@@ -119,7 +133,9 @@ async def test_second_cancel_of_a_cancelled_bet_is_rolled_back(env, kafka, db) -
     await assert_conservation(db)
 
 
-async def test_settled_bet_is_refused(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_settled_bet_is_refused(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     await ledger.settle(db, provider="scorpio", tx="bet-1")
     async with reply_client(kafka) as client, running_worker(env):
@@ -138,7 +154,13 @@ async def test_settled_bet_is_refused(env, kafka, db) -> None:  # type: ignore[n
         ({"player": "p2"}, Outcome.PLAYER_MISMATCH),
     ],
 )
-async def test_mismatch_changes_nothing(env, kafka, db, changes, expected) -> None:  # type: ignore[no-untyped-def]
+async def test_mismatch_changes_nothing(
+    env: dict[str, str],
+    kafka: KafkaSettings,
+    db: asyncpg.Connection,
+    changes: dict[str, Any],
+    expected: Outcome,
+) -> None:
     await seed_bet(db, "bet-1")
     await ledger.open_account(db, "p2", "EUR", Decimal("50.00"))
     async with reply_client(kafka) as client, running_worker(env):
@@ -151,7 +173,9 @@ async def test_mismatch_changes_nothing(env, kafka, db, changes, expected) -> No
     await assert_conservation(db)
 
 
-async def test_undecodable_event_is_dead_lettered_and_partition_moves_on(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_undecodable_event_is_dead_lettered_and_partition_moves_on(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     await seed_bet(db, "bet-1")
     producer = AIOKafkaProducer(**kafka.producer_options())
     await producer.start()
@@ -180,7 +204,9 @@ async def test_undecodable_event_is_dead_lettered_and_partition_moves_on(env, ka
     await assert_conservation(db)
 
 
-async def test_worker_resumes_from_offsets_stored_in_the_database(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_worker_resumes_from_offsets_stored_in_the_database(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     for n in range(5):
         await seed_bet(db, f"bet-{n}")
     async with reply_client(kafka) as client:
@@ -218,7 +244,7 @@ async def test_worker_resumes_from_offsets_stored_in_the_database(env, kafka, db
     await assert_conservation(db)
 
 
-async def test_stale_offset_advance_is_fenced_and_rolled_back(database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_stale_offset_advance_is_fenced_and_rolled_back(database_url: str) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         async with pool.acquire() as conn:
@@ -237,7 +263,9 @@ async def test_stale_offset_advance_is_fenced_and_rolled_back(database_url) -> N
         await pool.close()
 
 
-async def test_batches_across_partitions_and_workers_keep_balances_exact(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_batches_across_partitions_and_workers_keep_balances_exact(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     """Events of one player on every partition (any keying), two workers, one ledger."""
     bets = 120
     await ledger.open_account(db, "p1", "EUR", Decimal("1000.00"))
@@ -281,7 +309,9 @@ async def test_batches_across_partitions_and_workers_keep_balances_exact(env, ka
     await assert_conservation(db)
 
 
-async def test_fenced_batch_publishes_no_dead_letters(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_fenced_batch_publishes_no_dead_letters(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     """A zombie's batch (its offsets already moved on in the database) sends nothing:
     the member that owns the partition now dead-letters the record, once."""
     producer = AIOKafkaProducer(**kafka.producer_options())
@@ -323,7 +353,9 @@ async def test_fenced_batch_publishes_no_dead_letters(env, kafka, db) -> None:  
     assert sum(ends.values()) == 0, f"the fenced batch dead-lettered: {ends}"
 
 
-async def test_a_late_event_is_applied_and_stored_but_not_replied(env, kafka, db) -> None:  # type: ignore[no-untyped-def]
+async def test_a_late_event_is_applied_and_stored_but_not_replied(
+    env: dict[str, str], kafka: KafkaSettings, db: asyncpg.Connection
+) -> None:
     """SPEC "Deadline": the money is owed, so a late event is applied; but its deadline
     passed more than the clock-skew grace ago, so no ingress awaits its reply."""
     await seed_bet(db, "bet-1")

@@ -1,5 +1,6 @@
 """The operations commands' arguments and pure pieces (no broker, no database)."""
 
+import argparse
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +11,7 @@ from worker.replay import ReplayCounts, ReplayReport, Window
 from worker.status import partition_lag, render_status
 
 
-def parse(*args: str) -> object:
+def parse(*args: str) -> argparse.Namespace:
     return cli.build_parser().parse_args(list(args))
 
 
@@ -30,7 +31,7 @@ def ms(text: str) -> int:
 )
 def test_times_are_iso_8601_in_utc_unless_told(text: str, expected: int) -> None:
     args = parse("replay", "--since", text)
-    assert args.since == expected  # type: ignore[attr-defined]
+    assert args.since == expected
 
 
 @pytest.mark.parametrize(
@@ -59,10 +60,10 @@ def test_usage_errors_exit_2_before_any_io(
 
 def test_replay_arguments() -> None:
     args = parse("replay", "--from-beginning", "--until", "2026-11-22T05:00:00Z", "--dry-run")
-    assert args.from_beginning  # type: ignore[attr-defined]
-    assert args.since is None  # type: ignore[attr-defined]
-    assert args.until == ms("2026-11-22T05:00:00+00:00")  # type: ignore[attr-defined]
-    assert args.dry_run  # type: ignore[attr-defined]
+    assert args.from_beginning
+    assert args.since is None
+    assert args.until == ms("2026-11-22T05:00:00+00:00")
+    assert args.dry_run
 
 
 def test_replay_help_says_replies_are_not_published(capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,7 +74,7 @@ def test_replay_help_says_replies_are_not_published(capsys: pytest.CaptureFixtur
 
 def test_redrive_ids() -> None:
     args = parse("dlq", "redrive", "--id", "3:17", "--id", "0:0")
-    assert args.ids == [DeadLetterId(3, 17), DeadLetterId(0, 0)]  # type: ignore[attr-defined]
+    assert args.ids == [DeadLetterId(3, 17), DeadLetterId(0, 0)]
     assert str(DeadLetterId.parse("3:17")) == "3:17"
     assert sorted([DeadLetterId(10, 0), DeadLetterId(2, 5)]) == [
         DeadLetterId(2, 5),

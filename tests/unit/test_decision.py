@@ -2,6 +2,7 @@
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -54,10 +55,15 @@ def snapshot(*bets: Bet, balance: str = "90.00", provider: str = "scorpio") -> L
     return state
 
 
-def bet(tx: str = "b-1", amount: str = "10.00", state: BetState = BetState.OPEN, **kw) -> Bet:  # type: ignore[no-untyped-def]
-    values = {"provider": "scorpio", "account_id": 1, "player": "p1", "currency": "EUR"}
+def bet(tx: str = "b-1", amount: str = "10.00", state: BetState = BetState.OPEN, **kw: Any) -> Bet:
+    values: dict[str, Any] = {
+        "provider": "scorpio",
+        "account_id": 1,
+        "player": "p1",
+        "currency": "EUR",
+    }
     values.update(kw)
-    return Bet(tx=tx, amount=Decimal(amount), state=state, **values)  # type: ignore[arg-type]
+    return Bet(tx=tx, amount=Decimal(amount), state=state, **values)
 
 
 def test_open_bet_is_refunded_with_balances() -> None:
@@ -113,7 +119,7 @@ def test_settled_bet_is_refused() -> None:
         ({"player": "stranger"}, Outcome.PLAYER_MISMATCH),
     ],
 )
-def test_mismatches_move_no_money(changes, expected) -> None:  # type: ignore[no-untyped-def]
+def test_mismatches_move_no_money(changes: dict[str, Any], expected: Outcome) -> None:
     decision = decide(event(**changes), snapshot(bet()), NOW)
     assert decision.outcome.outcome is expected
     assert decision.refunds == ()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.http_server import HttpRequest, HttpResponse, HttpServer
+from adapters.http_server import Handler, HttpRequest, HttpResponse, HttpServer
 from adapters.settings import HttpLimits
 from refundctl import config, devstack
 
@@ -27,7 +27,7 @@ class App:
         self.release = asyncio.Event()
         self.started = asyncio.Event()
 
-    def route(self, method: str, path: str):  # type: ignore[no-untyped-def]
+    def route(self, method: str, path: str) -> Handler | HttpResponse:
         if path == "/echo" and method == "POST":
             return self.echo
         if path == "/slow" and method == "GET":
@@ -135,11 +135,13 @@ async def test_timeouts_close_silent_slow_and_idle_connections() -> None:
         _,
         port,
     ):
-        results = await asyncio.gather(
-            exchange(port, b""),
-            exchange(port, b"POST /echo HTTP/1.1\r\nhost: x\r\n"),
-            exchange(port, b"POST /echo HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc"),
-            exchange(port, b"POST /echo HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc"),
+        results = list(  # a list at run time already; typed as a tuple
+            await asyncio.gather(
+                exchange(port, b""),
+                exchange(port, b"POST /echo HTTP/1.1\r\nhost: x\r\n"),
+                exchange(port, b"POST /echo HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc"),
+                exchange(port, b"POST /echo HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc"),
+            )
         )
     assert results[:3] == [b"", b"", b""]
     assert statuses(results[3]) == [200]  # then closed as idle

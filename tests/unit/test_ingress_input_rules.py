@@ -210,6 +210,7 @@ def test_a_debit_the_ledger_could_not_show_back_is_refused_before_any_write(
         **changes,
     }
     with pytest.raises(ledger.LedgerRefusal) as refusal:
+        # Untouched stands in for a connection (and fails on any use): not one by type
         asyncio.run(ledger.debit(Untouched(), **args))  # type: ignore[arg-type]
     assert "\n" not in str(refusal.value)
 
@@ -221,6 +222,7 @@ def test_an_opening_balance_the_ledger_could_not_show_back_is_refused(
     player: str, balance: Decimal
 ) -> None:
     with pytest.raises(ledger.LedgerRefusal):
+        # Untouched stands in for a connection (and fails on any use): not one by type
         asyncio.run(ledger.open_account(Untouched(), player, "EUR", balance))  # type: ignore[arg-type]
 
 
