@@ -144,7 +144,9 @@ class Ingress:
                 if renewing is not None:
                     renewing.cancel()
                     await asyncio.gather(renewing, return_exceptions=True)
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(  # else the lease expires on its own
+                        asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError
+                    ):
                         await reply_lease.release(
                             self._db, kafka.topics.replies, partition, self.instance_id
                         )

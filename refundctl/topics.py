@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from schemas.failures import KAFKA, Unavailable
 from schemas.transport import KafkaSettings
@@ -47,7 +48,7 @@ async def create_topics(kafka: KafkaSettings) -> dict[str, str]:
             KAFKA, f"creating topics: no answer within {ADMIN_TIMEOUT_S * 2:g} s"
         ) from exc
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
             await asyncio.wait_for(admin.close(), ADMIN_TIMEOUT_S)
     result: dict[str, str] = {}
     for topic, error_code, message in response.topic_errors:

@@ -172,7 +172,7 @@ async def redrive(
         for missing in sorted((wanted or set()) - seen):
             items.append({"id": str(missing), "result": "not_found"})
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
             await asyncio.wait_for(producer.stop(), KAFKA_TIMEOUT_S)
         await conn.close()
     items.sort(key=lambda item: DeadLetterId.parse(item["id"]))

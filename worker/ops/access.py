@@ -14,6 +14,7 @@ from typing import TypeVar
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from schemas.database import DatabaseSettings
 from schemas.failures import KAFKA, Refused, Unavailable
@@ -69,7 +70,7 @@ async def topic_partitions(kafka: KafkaSettings, topics: Sequence[str]) -> dict[
             )
         described = await bounded(admin.describe_topics(list(topics)), "describing topics")
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
             await asyncio.wait_for(admin.close(), KAFKA_TIMEOUT_S)
     partitions: dict[str, list[int]] = {}
     for topic in described:
@@ -98,7 +99,7 @@ async def standalone_consumer(
         await bounded(consumer.start(), f"connecting to Kafka at {kafka.bootstrap_servers}")
         yield consumer
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
             await asyncio.wait_for(consumer.stop(), KAFKA_TIMEOUT_S)
 
 
