@@ -7,10 +7,11 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import asyncpg
+import pydantic
 import structlog
 
 from adapters import reply_lease
@@ -20,6 +21,7 @@ from adapters.http_server import Handler, HttpCounters, HttpRequest, HttpRespons
 from adapters.metrics import IngressMetrics
 from adapters.routes import routes
 from adapters.settings import IngressSettings
+from schemas import CancelRequested
 
 log = structlog.get_logger("ingress")
 
@@ -194,8 +196,14 @@ class Ingress:
             deadline_ms=received_ms + self.settings.reply_deadline_ms,
             requested_at_ms=received_ms,
         )
+        try:  # the providers check what the event checks; should one miss a rule: invalid
+            events = envelope.stamp(accepted.cancels)
+        except pydantic.ValidationError:
+            log.exception("request_unstampable", provider=route.provider.value, path=route.path)
+            invalid = route.invalid(received_ms)
+            return self._done(route, request_id, started, invalid, "rejected", [], accepted)
         try:
-            response, outcomes = await self._await_outcomes(accepted, envelope)
+            response, outcomes = await self._await_outcomes(accepted, events, envelope.deadline_ms)
         except Exception:  # a bug: it shows (traceback, counter); the provider retries
             self.metrics.request_errors.labels(route.provider.value).inc()
             log.exception("request_failed", provider=route.provider.value, path=route.path)
@@ -204,14 +212,13 @@ class Ingress:
         return self._done(route, request_id, started, response, "answered", outcomes, accepted)
 
     async def _await_outcomes(
-        self, accepted: Accepted, envelope: Envelope
+        self, accepted: Accepted, events: Sequence[CancelRequested], deadline_ms: int
     ) -> tuple[Response, list[str]]:
-        """Stamp the envelope on the cancels, publish them and await their outcomes."""
+        """Publish the stamped cancels and await their outcomes."""
         assert self.client is not None
-        events = envelope.stamp(accepted.cancels)
         self.in_flight += 1
         try:
-            outcomes = await self.client.request(events, envelope.deadline_ms)
+            outcomes = await self.client.request(events, deadline_ms)
         finally:
             self.in_flight -= 1
         names = [o.outcome.value if o is not None else "no_outcome" for o in outcomes]

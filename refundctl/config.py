@@ -439,7 +439,7 @@ def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
         metrics_port=_int(env, worker.METRICS_PORT),
         heartbeat_stale_ms=_int(env, worker.HEARTBEAT_STALE_MS),
         late_reply_grace_ms=_int(env, worker.LATE_REPLY_GRACE_MS),
-        dry_run_events_max=_int(env, worker.DRY_RUN_EVENTS_MAX),
+        dry_run_hold_ms_max=_int(env, worker.DRY_RUN_HOLD_MS_MAX),
         fault_points=_fault_points(env),
         fault_seed=_int(env, worker.FAULT_SEED),
     )

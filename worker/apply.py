@@ -9,6 +9,7 @@ decide (pure), write the effects. Either all of it commits or none of it does.
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from asyncpg.exceptions._base import DataError as ClientDataError  # not exporte
 from asyncpg.transaction import Transaction
 
 from schemas import CancelOutcome, CancelRequested
-from schemas.failures import POSTGRESQL, Unavailable
+from schemas.failures import POSTGRESQL, Refused, Unavailable
 from worker import ledger
 from worker.decision import Decision, LedgerSnapshot, decide_batch
 from worker.ledger import EventSource, Fenced, OffsetAdvance
@@ -256,15 +257,19 @@ async def apply_batch(
 
 
 @contextlib.asynccontextmanager
-async def rolled_back(pool: asyncpg.Pool) -> AsyncIterator[Connect]:
+async def rolled_back(pool: asyncpg.Pool, hold_ms_max: int) -> AsyncIterator[Connect]:
     """A dry run: one connection and one transaction around every batch applied through
     the `Connect` yielded, rolled back at the end, so each batch is the real
     transaction (a savepoint), later batches see earlier ones' decisions, and nothing
     is kept. Begun at the first batch (not while the range's start is sought); its
     locks are held until the end. A connection lost meanwhile took the earlier batches'
-    decisions with it: Unavailable, not a retry that would count without them."""
+    decisions with it: Unavailable, not a retry that would count without them.
+    The live worker waits on those locks: a batch begun later than `hold_ms_max` after
+    the first is refused (Refused, exit 1), and everything is rolled back."""
+    assert hold_ms_max > 0
     async with contextlib.AsyncExitStack() as stack:
         held: list[ledger.Connection] = []  # the connection, once begun
+        begun = [0.0]  # monotonic seconds at the first batch
 
         async def _rollback(conn: ledger.Connection, transaction: Transaction) -> None:
             if not conn.is_closed():
@@ -278,6 +283,15 @@ async def rolled_back(pool: asyncpg.Pool) -> AsyncIterator[Connect]:
                 await transaction.start()
                 stack.push_async_callback(_rollback, conn, transaction)
                 held.append(conn)
+                begun[0] = time.monotonic()
+            held_ms = (time.monotonic() - begun[0]) * 1000
+            if held_ms > hold_ms_max:
+                raise Refused(
+                    f"replay --dry-run: stopped and rolled back after {held_ms:.0f} ms,"
+                    f" over REPLAY_DRY_RUN_HOLD_MS_MAX={hold_ms_max} (the live worker waits"
+                    " on the locks a dry run holds); narrow the range with --since/--until,"
+                    " or run it against a copy of the database"
+                )
             if held[0].is_closed():
                 raise Unavailable(POSTGRESQL, "the dry run's database connection was lost")
             yield held[0]

@@ -18,7 +18,8 @@ A dry run is the same path rolled back (`worker.apply.rolled_back`): every batch
 real transaction, a savepoint of one transaction that is rolled back at the end, so what
 the database would refuse fails there too and later batches see earlier ones'
 decisions, as the worker would; nothing kept, nothing published. Its locks are held
-until it ends.
+until it ends, and the live worker waits on them: past REPLAY_DRY_RUN_HOLD_MS_MAX (3 s)
+it stops, rolls back and exits 1.
 
 The range's time window is the topic reader's (`worker.ops.reader`).
 """
@@ -45,7 +46,6 @@ from worker.decision import Decision, decide_batch
 from worker.ops.access import (
     DB_COMMAND_TIMEOUT_S,
     DB_CONNECT_TIMEOUT_S,
-    OperationError,
     log_bounds,
     standalone_consumer,
     topic_partitions,
@@ -173,10 +173,11 @@ async def replay(
         async with contextlib.AsyncExitStack() as stack:
             connect: Connect = pool.acquire
             if dry_run:
-                connect = await stack.enter_async_context(rolled_back(pool))
+                connect = await stack.enter_async_context(
+                    rolled_back(pool, settings.dry_run_hold_ms_max)
+                )
             applier = _Applier(connect, settings, decide)
-            events_max = settings.dry_run_events_max if dry_run else None
-            how = await _replay_range(settings, tps, window, applier, counts, progress, events_max)
+            how = await _replay_range(settings, tps, window, applier, counts, progress)
     finally:
         await pool.close()
     return ReplayReport(counts, topic, len(tps), how, dry_run)
@@ -189,10 +190,9 @@ async def _replay_range(
     applier: _Applier,
     counts: ReplayCounts,
     progress: Progress | None,
-    events_max: int | None,
 ) -> str:
     """Read the window of every partition and apply it in batches; how its start was
-    found. A range of more than `events_max` records is refused before anything runs."""
+    found."""
     kafka = settings.kafka
     batch_max = settings.batch_records_max
     async with standalone_consumer(kafka, "refundctl-replay", batch_max) as consumer:
@@ -202,13 +202,6 @@ async def _replay_range(
             starts, how = {tp: bounds[tp][0] for tp in tps}, "beginning"
         else:
             starts, how = await start_offsets(consumer, bounds, window.since_ms)
-        records_max = sum(bounds[tp][1] - starts[tp] for tp in tps)  # the window may end sooner
-        if events_max is not None and records_max > events_max:
-            raise OperationError(
-                f"replay --dry-run: the range holds up to {records_max} events, more than"
-                f" REPLAY_DRY_RUN_EVENTS_MAX={events_max} (a dry run holds the locks of the"
-                " players it touches until it ends); narrow it with --since/--until"
-            )
         pending: list[tuple[Record, CancelRequested]] = []
         async for records in read_range(
             consumer,

@@ -112,7 +112,7 @@ class ReplyTail:
                 self._settings.reply_publish_timeout_ms / 1000,
             )
         except TimeoutError:
-            log.warning("reply_publish_failed", count=len(outcomes), error="TimeoutError")
+            log.warning("reply_publish_failed", count=sum(awaited), error="TimeoutError")
         published = time.perf_counter()
         self._faults.crash_at("after_publish")
         try:  # the database holds the offsets the worker resumes from; this is for lag tools

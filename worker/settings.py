@@ -29,27 +29,29 @@ HEARTBEAT_STALE_MS = IntSetting(
 LATE_REPLY_GRACE_MS = IntSetting(
     "LATE_REPLY_GRACE_MS",
     10_000,
-    0,
+    1_000,  # below it, a worker clock a little ahead would skip replies still awaited
     600_000,
     "a reply whose event's deadline passed longer ago than this is not published (no"
     " ingress awaits it; the outcome is stored and a retry gets it); covers clock skew",
 )
 # A dry run is one transaction rolled back at its end: the locks of the players it
-# touches are held until then, so the live worker may wait on them. Bounded.
-DRY_RUN_EVENTS_MAX = IntSetting(
-    "REPLAY_DRY_RUN_EVENTS_MAX",
-    100_000,
+# touches are held until then, and the live worker waits on them (at most its
+# DATABASE_LOCK_TIMEOUT_MS, 5 s, before it retries the batch). Bounded below that.
+DRY_RUN_HOLD_MS_MAX = IntSetting(
+    "REPLAY_DRY_RUN_HOLD_MS_MAX",
+    3_000,
     1,
-    10_000_000,
-    "`refundctl replay --dry-run` refuses a range of more events: it holds the locks of the"
-    " players it touches until it ends (narrow it with `--since`/`--until`)",
+    3_600_000,
+    "`refundctl replay --dry-run` holds the locks of what it touches until it ends; a batch"
+    " begun later than this after its first is refused (exit 1) and all is rolled back:"
+    " narrow the range, or point it at a copy of the database",
 )
 WORKER_SETTINGS: tuple[Setting, ...] = (
     BATCH_RECORDS_MAX,
     METRICS_PORT,
     HEARTBEAT_STALE_MS,
     LATE_REPLY_GRACE_MS,
-    DRY_RUN_EVENTS_MAX,
+    DRY_RUN_HOLD_MS_MAX,
 )
 # For the fault harness only (worker.faults): never set in a deployment.
 FAULT_POINTS = TextSetting(
@@ -76,7 +78,7 @@ class WorkerSettings:
     tail_wait_ms_max: int = 5_000
     reply_publish_timeout_ms: int = 10_000  # replies later than this help no one
     late_reply_grace_ms: int = LATE_REPLY_GRACE_MS.default  # replies later are not sent
-    dry_run_events_max: int = DRY_RUN_EVENTS_MAX.default  # a dry run's locks are held
+    dry_run_hold_ms_max: int = DRY_RUN_HOLD_MS_MAX.default  # a dry run's locks are held
     kafka_commit_timeout_ms: int = 5_000  # the Kafka commit is for lag tools only
     dead_letter_timeout_ms: int = 10_000  # dead letters land, or the batch is retried
     # A (re)join of the consumer group that takes longer is stuck: the process exits.
@@ -93,7 +95,7 @@ class WorkerSettings:
         assert 0 < self.tail_wait_ms_max <= 60_000
         assert 0 < self.reply_publish_timeout_ms <= 60_000
         assert LATE_REPLY_GRACE_MS.within(self.late_reply_grace_ms)
-        assert DRY_RUN_EVENTS_MAX.within(self.dry_run_events_max)
+        assert DRY_RUN_HOLD_MS_MAX.within(self.dry_run_hold_ms_max)
         assert 0 < self.kafka_commit_timeout_ms <= 60_000
         assert 0 < self.dead_letter_timeout_ms <= 60_000
         # Dead letters are published inside the batch's transaction: the server must not

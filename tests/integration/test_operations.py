@@ -242,13 +242,13 @@ async def test_dry_run_agrees_with_the_replay_across_batches(
     expected = counts(8, 3, 1, 4)
     assert await refundctl.json("replay", "--from-beginning", "--dry-run") == expected
     assert await ledger_state(db) == before
-    # A dry run holds its locks until it ends: a range over its bound is refused (exit 1).
-    monkeypatch.setenv("REPLAY_DRY_RUN_EVENTS_MAX", "7")
+    # A dry run holds its locks until it ends, so it is bounded in time: a batch begun
+    # later than the bound after the first (here 1 ms: batches of 2) stops it, exit 1.
+    monkeypatch.setenv("REPLAY_DRY_RUN_HOLD_MS_MAX", "1")
     code, out = await refundctl("replay", "--from-beginning", "--dry-run")
     assert (code, out) == (1, "")
-    monkeypatch.setenv("REPLAY_DRY_RUN_EVENTS_MAX", "8")
-    assert await refundctl.json("replay", "--from-beginning", "--dry-run") == expected
     assert await ledger_state(db) == before
+    monkeypatch.delenv("REPLAY_DRY_RUN_HOLD_MS_MAX")
     assert await refundctl.json("replay", "--from-beginning") == expected
 
     assert await balance(db) == Decimal("90.00")  # bet-0 and bet-1 refunded, bet-2 open
