@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic_core import from_json
 
 from schemas.events import (
+    _DECIMAL_TEXT,  # the schema's own pattern of an amount's text: one rule
     DECIMAL_CHARS_MAX,
     ID_LENGTH_MAX,
     ITEMS_MAX,
@@ -51,8 +52,6 @@ _REPLY_TO_KEYS = frozenset(_REPLY_TO_FIELDS)
 # The text rule (`schemas.text`): no control character, no lone surrogate. Searched once
 # over all of an event's texts joined.
 _NOT_TEXT = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
-# The schema's decimal text (`schemas.events._DECIMAL_TEXT`).
-_DECIMAL_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 def decode_cancel_requested(value: bytes) -> CancelRequested:
