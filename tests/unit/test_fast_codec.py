@@ -105,11 +105,13 @@ def test_what_the_ingress_writes_takes_the_fast_path() -> None:
 _texts = st.one_of(
     st.text(min_size=0, max_size=8),
     st.sampled_from(["a", "p1", "x" * 256, "x" * 257, "é", "\x00", "a\x7f", "\u2028", " "]),
+    st.sampled_from(["é" * 256, "é" * 257, "\U0001f600" * 256, "\U0001f600" * 257, "\x80", "\x9f"]),
 )
 _decimals = st.one_of(
     st.sampled_from(
         ["10.00", "10", "0.5", "1e2", "1E+2", "-1", "0", ".5", "5.", "1.23456", "NaN", "1_0"]
     ),
+    st.sampled_from(["0" * 62 + "10", "0" * 63 + "10", " 1", "1 ", "+1", "1e999999", "٣"]),
     st.decimals(allow_nan=False, allow_infinity=False, places=2).map(str),
     st.from_regex(r"-?[0-9]{0,14}(\.[0-9]{0,5})?([eE][-+]?[0-9]{1,2})?", fullmatch=True),
 )
