@@ -5,7 +5,7 @@ schema's (pydantic), side by side in one process, so the ratio survives a noisy 
 
 Decode: `CancelRequested.model_validate_json` against `decode_cancel_requested`, on the
 records the ingress writes (every provider, 1 and 10 items) and on a refused one (which
-the fast path hands to the schema: refusals cost the same). Encode: the outcome written
+the fast path hands to the schema: a refusal costs the twin's try more). Encode: the outcome written
 twice as the worker did (stored, then published, `encode` each time) against once with
 `encode_outcome`, and against a hand-written Python encoder (the reason the encoder is
 the compiled serializer). Rounds alternate the two sides (ABAB...); the report gives
