@@ -7,9 +7,10 @@
 - `python -m tests.bench.floor stub` (the stack's environment: broker, topics): a stub
   for the workers that answers every request event at once, so the ingress can be
   measured with the broker answering instantly. It reads every partition of the
-  request topic (assigned, no group), decodes each event with the schema
-  (`schemas.transport.decode_request`) and publishes an outcome to the event's reply
-  partition (`schemas.transport.encode`), one producer batch per reply partition, like
+  request topic (assigned, no group), decodes each event as the worker is to
+  (`schemas.fast_codec.decode_cancel_requested`: the schema's refusals, its events)
+  and publishes an outcome to the event's reply partition
+  (`schemas.fast_codec.encode_outcome`), one producer batch per reply partition, like
   the worker. The outcome follows the workload's naming (`tests.bench.workload`): an
   unknown bet ("<letter>x<n>") is `bet_unknown`, every other bet is `refunded`, so the
   load generator's checks of each provider's answer still hold. No database.
@@ -32,11 +33,8 @@ from adapters.settings import HttpLimits
 from refundctl import config
 from schemas import CancelOutcome, CancelRequested
 from schemas.events import ItemResult, Outcome
-from schemas.transport import (
-    decode_request,
-    encode,
-    outcome_headers,
-)
+from schemas.fast_codec import decode_cancel_requested, encode_outcome
+from schemas.transport import outcome_headers
 
 ANSWER = HttpResponse(200, b'{"status":"ok","errorCode":0}', {"content-type": "application/json"})
 NOT_FOUND = HttpResponse(404, b"Not Found")
@@ -112,7 +110,7 @@ async def _publish(producer: AIOKafkaProducer, events: Sequence[CancelRequested]
         for outcome in outcomes:
             record = {
                 "key": outcome.correlation_id.encode(),
-                "value": encode(outcome),
+                "value": encode_outcome(outcome),
                 "timestamp": None,
                 "headers": outcome_headers(outcome),
             }
@@ -142,7 +140,7 @@ async def stub(max_seconds: float) -> None:
         while time.monotonic() < until:
             batch = await consumer.getmany(timeout_ms=200, max_records=1000)
             events = [
-                decode_request(record.value or b"")
+                decode_cancel_requested(record.value or b"")
                 for records in batch.values()
                 for record in records
             ]

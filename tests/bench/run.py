@@ -25,8 +25,10 @@ then runs in one invocation:
    process, against the same PostgreSQL) at the workers' mean batch size, with as many
    connections as workers.
 8. burst_x2: a burst of twice what the e2e open-loop capacity answers in 3.5 s.
-9. soak (`--soak-minutes N`, off by default): the e2e load for N minutes, with the
-   resident memory of the ingress and the workers sampled; growth after warm-up.
+9. soak (`--soak-minutes N`, off by default): open-loop arrivals at 70% of the e2e
+   open-loop capacity (or `--soak-rate`) for N minutes on one stack, a `soak_minute:`
+   line per minute (p50, p99, resident memory of ingress, workers and broker), then
+   `soak:` (memory growth after the first minute, p99's range).
 
 With `--connections auto` (the default), short probes first choose the client's
 connection count of the closed-loop parts: for e2e the most requests/s with p99 within
@@ -47,7 +49,6 @@ import datetime
 import json
 import math
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -78,6 +79,8 @@ PROBE_CONNECTIONS = (16, 32, 64, 128, 256)
 PROBE_WARMUP_S = 2.0
 PROBE_SECONDS = 5.0
 P99_TARGET_MS = 100
+SOAK_SHARE = 0.7  # of the e2e open-loop capacity: the soak's arrival rate
+SOAK_SAMPLE_S = 5.0  # between the soak's samples of resident memory
 OPEN_RATE_MIN = 5.0  # requests/s: the search does not go below it
 SETTLE_TIMEOUT_S = 60.0
 STUB_READY_TIMEOUT_S = 60.0
@@ -96,6 +99,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--burst-bulk", type=int, default=1000, help="items per HPGames bulk in the burst")
     add("--burst-connections", type=int, default=1000, help="client connections in the burst")
     add("--soak-minutes", type=float, default=0, help="also run the memory soak (0: off)")
+    add(
+        "--soak-rate",
+        type=float,
+        default=0,
+        help=f"the soak's arrivals/s (0: {SOAK_SHARE:g} x this run's e2e open-loop capacity)",
+    )
     add("--ingress", type=int, default=1, help="ingress processes")
     add("--workers", type=int, default=1, help="worker processes (e2e, burst, soak)")
     add("--drain-workers", type=int, default=2, help="worker processes (worker part)")
@@ -897,10 +906,18 @@ class Bench:
         return result
 
     async def soak(self) -> None:
+        """Open-loop arrivals at `SOAK_SHARE` of the e2e open-loop capacity (or
+        `--soak-rate`) for `--soak-minutes`, one step per minute on one stack; per minute
+        a line with p50, p99 and the resident memory of the ingress, the workers and the
+        broker (sampled every `SOAK_SAMPLE_S`), then the growth after the first minute
+        (the warm-up) and how far p99 moved."""
         args = self.args
-        seconds = args.soak_minutes * 60
-        rate = self.results.get("e2e_rps") or args.rate_cap
-        size = math.ceil((seconds + args.warmup_seconds) * max(rate * 1.3, 200))
+        minutes = math.ceil(args.soak_minutes)
+        rate = args.soak_rate or SOAK_SHARE * self.results.get("e2e_open_rps", math.nan)
+        if not rate > 0:
+            note("soak: no rate (no e2e open-loop capacity in this run: give --soak-rate)")
+            return
+        size = math.ceil(minutes * 60 * rate * 1.1) + 1000
         plan = workload.make_plan(size, seed=11)
         await self._seed(plan, "bench_soak_template")
         async with self.pipeline("soak", "bench_soak", "bench_soak_template") as (
@@ -908,32 +925,37 @@ class Bench:
             processes,
             broker,
         ):
-            meter = self.cpu_meter(processes, broker)
-            pids = {name: p.pid for name, p in processes.started}
-            samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
-            connections = self.chosen_connections or 64
-            spec = self.mix_spec(urls, seconds, size, 11, connections)
-            load = asyncio.create_task(self.run_load(spec, "soak", meter))
-            started = time.monotonic()
-            while not load.done():
-                for name, pid in pids.items():
-                    with contextlib.suppress(psutil.Error):
-                        rss = psutil.Process(pid).memory_info().rss
-                        samples[name].append((time.monotonic() - started, rss))
-                await asyncio.wait({load}, timeout=5)
-            result = await load
-        warm_s = args.warmup_seconds + min(60.0, 0.2 * seconds)
-        growths = {name: rss_growth(points, warm_s) for name, points in samples.items()}
-        text = " ".join(
-            f"{name}={growth:+.1f}%({samples[name][-1][1] / 2**20:.0f}MiB)"
-            for name, growth in growths.items()
-        )
-        worst = max(growths.values(), default=math.nan)
-        say(
-            f"soak: minutes={args.soak_minutes:g} requests={result['requests']}"
-            f" rps={result['rps']:.0f} p99_ms={result['p99_ms']:.1f} bad={result['bad']}"
-            f" rss_growth_after_{warm_s:.0f}s: {text} max_growth_pct={worst:.1f}"
-        )
+            roles = {"ingress": "-ingress-", "worker": "-worker-"}
+            groups = {
+                role: [p.pid for name, p in processes.started if part in name]
+                for role, part in roles.items()
+            }
+            groups[broker.kind] = broker.pids()
+            minutes_seen: list[dict[str, Any]] = []
+            used = 0
+            for minute in range(1, minutes + 1):
+                spec = self.open_spec(urls, rate, used, wrap=False, check="answer")
+                spec |= {"abort": False, "warmup_s": 0.0, "seconds": 60.0, "plan_seed": 11}
+                spec["plan_size"] = size
+                meter = self.cpu_meter(processes, broker)
+                load = asyncio.create_task(self.run_load(spec, f"soak-{minute}", meter))
+                peaks = {role: 0 for role in groups}
+                while not load.done():
+                    for role, pids in groups.items():
+                        peaks[role] = max(peaks[role], _rss(pids))
+                    await asyncio.wait({load}, timeout=SOAK_SAMPLE_S)
+                result = await load
+                used += result["sent"]
+                rss = {role: _rss(pids) for role, pids in groups.items()}
+                minutes_seen.append(result | {"rss": rss})
+                memory = " ".join(f"{role}_rss_mib={v / 2**20:.0f}" for role, v in rss.items())
+                say(
+                    f"soak_minute: minute={minute} rate={rate:.0f} answered={result['answered']}"
+                    f" p50_ms={result['p50_ms']:.1f} p99_ms={result['p99_ms']:.1f}"
+                    f" bad={result['bad']} unsent={result['unsent']} {memory}"
+                    f" cpu: {meter.text(result['sent'])}"
+                )
+        say(soak_summary(args.soak_minutes, rate, minutes_seen))
 
     def _show_bad(self, result: dict[str, Any]) -> None:
         for sample in result["bad_samples"]:
@@ -999,15 +1021,34 @@ class Bench:
         return target
 
 
-def rss_growth(points: list[tuple[float, int]], warm_s: float) -> float:
-    """Growth in % from the median RSS of the first 15 s after warm-up to the median of
-    the last three samples."""
-    baseline = [rss for at, rss in points if warm_s <= at <= warm_s + 15]
-    final = [rss for _, rss in points[-3:]]
-    if not baseline or not final:
-        return math.nan
-    start = statistics.median(baseline)
-    return 100 * (statistics.median(final) - start) / start
+def _rss(pids: list[int]) -> int:
+    """The resident memory of `pids` together, in bytes (a process gone counts 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).memory_info().rss
+    return total
+
+
+def soak_summary(minutes: float, rate: float, seen: list[dict[str, Any]]) -> str:
+    """`soak: …`: each role's RSS growth from the end of the first minute (warm-up) to
+    the end of the last, and p99's range over the minutes after the first."""
+    if len(seen) < 2:
+        return f"soak: minutes={minutes:g} rate={rate:.0f} too short (2 minutes at least)"
+    after = seen[1:]
+    growth = " ".join(
+        f"{role}={100 * (seen[-1]['rss'][role] - first) / first:+.1f}%" if first else f"{role}=nan"
+        for role, first in seen[0]["rss"].items()
+    )
+    p99s = [m["p99_ms"] for m in after]
+    return (
+        f"soak: minutes={minutes:g} rate={rate:.0f} requests={sum(m['requests'] for m in seen)}"
+        f" bad={sum(m['bad'] for m in seen)} unsent={sum(m['unsent'] for m in seen)}"
+        f" p99_ms_after_warmup=[{min(p99s):.1f}..{max(p99s):.1f}]"
+        f" p50_ms_after_warmup=[{min(m['p50_ms'] for m in after):.1f}"
+        f"..{max(m['p50_ms'] for m in after):.1f}]"
+        f" rss_growth_after_minute_1: {growth}"
+    )
 
 
 @contextlib.contextmanager
