@@ -12,11 +12,10 @@ import pydantic
 from aiokafka.structs import ConsumerRecord
 
 from schemas import CancelOutcome, CancelRequested, Provider
+from schemas.fast_codec import decode_cancel_requested, encode_outcome
 from schemas.transport import (
     HEADER_DEAD_LETTER_REASON,
     HEADER_SOURCE,
-    decode_request,
-    encode,
     outcome_headers,
 )
 
@@ -106,7 +105,7 @@ def decode_record(record: Record, reply_topic: str) -> CancelRequested | Undecod
     if record.value is None:
         return Undecodable(Cause.UNDECODABLE, "empty record")
     try:
-        event = decode_request(record.value)
+        event = decode_cancel_requested(record.value)  # = the schema's, faster (fast_codec)
     except pydantic.ValidationError as exc:
         reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         return Undecodable(Cause.UNDECODABLE, reason[:REASON_CHARS_MAX])
@@ -127,7 +126,7 @@ def outcome_record(outcome: CancelOutcome) -> dict[str, Any]:
     """The reply record of `outcome`, as a producer batch's `append` takes it."""
     return {
         "key": outcome.correlation_id.encode(),
-        "value": encode(outcome),
+        "value": encode_outcome(outcome),
         "timestamp": None,
         "headers": outcome_headers(outcome),
     }
