@@ -70,8 +70,7 @@ class RequestReplyClient:
             await self._consumer.seek_to_end(tp)
             await self._consumer.position(tp)  # positioned before the first request
         except BaseException:
-            await self._consumer.stop()
-            await self._producer.stop()
+            await self._stop_clients()
             raise
         self._reader = asyncio.create_task(self._read_replies(), name="reply-reader")
 
@@ -81,8 +80,14 @@ class RequestReplyClient:
             await asyncio.gather(self._reader, return_exceptions=True)
         for future in self._pending.values():
             future.cancel()
-        await self._consumer.stop()
-        await self._producer.stop()
+        await self._stop_clients()
+
+    async def _stop_clients(self) -> None:
+        """Stop both clients: the producer even when the consumer's stop fails."""
+        try:
+            await self._consumer.stop()
+        finally:
+            await self._producer.stop()
 
     def reading(self) -> bool:
         """Started, and the reply reader is alive (this instance gets its replies)."""
@@ -94,7 +99,7 @@ class RequestReplyClient:
             return False
         try:
             await asyncio.wait_for(self._producer.partitions_for(self.reply_to.topic), 1.0)
-        except Exception:
+        except (KafkaError, OSError, TimeoutError):  # the broker does not answer in time
             return False
         return True
 
