@@ -448,7 +448,7 @@ def _event_loop_runner() -> Callable[[Any], Any]:
     with contextlib.suppress(ImportError):
         import uvloop
 
-        return uvloop.run  # type: ignore[no-any-return]
+        return uvloop.run
     return asyncio.run
 
 

@@ -160,7 +160,7 @@ class Canvas:
 
 def nice_step(span: float, ticks: int = 6) -> float:
     raw = span / ticks
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude = 10.0 ** math.floor(math.log10(raw))
     for factor in (1, 2, 2.5, 5, 10):
         if raw <= factor * magnitude:
             return factor * magnitude

@@ -289,7 +289,8 @@ class Bench:
 
     def burst_x2_max(self) -> int:
         """The largest `burst_x2` the seeded ledger allows: twice the rate cap's 3.5 s."""
-        return math.ceil(2 * self.args.rate_cap * DEADLINE_MS / 1000)
+        rate_cap: int = self.args.rate_cap
+        return math.ceil(2 * rate_cap * DEADLINE_MS / 1000)
 
     def env(self, broker: stack.Broker, database_url: str, part: str) -> dict[str, str]:
         env = stack.stack_env(broker, database_url, self.naga_public)
