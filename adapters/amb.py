@@ -40,7 +40,7 @@ from adapters.contract import (
     epoch_ms,
     within_skew,
 )
-from adapters.secrets import ProviderSecrets, Secret
+from adapters.credentials import ProviderSecrets, Secret
 from schemas import (
     CancelItem,
     CancelOutcome,

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from adapters.secrets import ProviderSecrets, Secret
+from adapters.credentials import ProviderSecrets, Secret
 from schemas import (
     CancelItem,
     CancelOutcome,

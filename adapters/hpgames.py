@@ -81,7 +81,7 @@ from adapters.contract import (
     epoch_ms,
     within_skew,
 )
-from adapters.secrets import ProviderSecrets, Secret
+from adapters.credentials import ProviderSecrets, Secret
 from schemas import (
     CURRENCY_MINOR_UNITS,
     CancelItem,

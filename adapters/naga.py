@@ -51,7 +51,7 @@ from adapters.contract import (
     Response,
     Route,
 )
-from adapters.secrets import ProviderSecrets, Secret
+from adapters.credentials import ProviderSecrets, Secret
 from schemas import TEXT_CHARS_MAX, CancelItem, CancelOutcome, Outcome, Provider
 
 PATH = "/naga/cancelBet"

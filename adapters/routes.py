@@ -3,7 +3,7 @@
 
 from adapters import amb, hpgames, naga, scorpio
 from adapters.contract import ProviderAdapter, Route
-from adapters.secrets import ProviderSecrets, Secret
+from adapters.credentials import ProviderSecrets, Secret
 
 PROVIDERS: tuple[ProviderAdapter, ...] = (
     scorpio.ADAPTER,

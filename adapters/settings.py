@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from adapters.contract import REQUEST_BYTES_MAX
-from adapters.secrets import ProviderSecrets
+from adapters.credentials import ProviderSecrets
 from schemas.database import DatabaseSettings
 from schemas.setting import IntSetting, Setting, TextSetting
 from schemas.transport import KafkaSettings

@@ -16,8 +16,8 @@ from types import MappingProxyType
 from urllib.parse import parse_qs, urlsplit
 
 from adapters import settings as ingress
+from adapters.credentials import ProviderSecrets
 from adapters.routes import SECRETS
-from adapters.secrets import ProviderSecrets
 from adapters.settings import (
     INGRESS_SETTINGS,
     HttpLimits,

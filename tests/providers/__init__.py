@@ -43,6 +43,7 @@ from tests.providers.bad_input import (
     tolerated_inputs,
 )
 from tests.providers.contract import Anatomy, Api, Cancel, Seal, stamped
+from tests.providers.credentials import Keys, naga_private_key, provider_secrets, secrets_env
 from tests.providers.fuzz import Edits, edited_wire, edits, field_names, fuzz_wire, json_values
 from tests.providers.hpgames import (
     HPGAMES,
@@ -64,7 +65,6 @@ from tests.providers.scorpio import (
     scorpio_fields,
     scorpio_seal,
 )
-from tests.providers.secrets import Keys, naga_private_key, provider_secrets, secrets_env
 from tests.providers.wire import (
     JSON_TYPE,
     LONE_SURROGATE,

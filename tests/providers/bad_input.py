@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 from tests.providers.contract import Api, Cancel
+from tests.providers.credentials import Keys
 from tests.providers.hpgames import HPGAMES_BULK, HPGAMES_BULK_KEY
 from tests.providers.scorpio import SCORPIO
-from tests.providers.secrets import Keys
 from tests.providers.wire import (
     LONE_SURROGATE,
     NON_UTF8,

@@ -8,7 +8,7 @@ from typing import Any
 
 from adapters.contract import Accepted, Envelope
 from schemas import CancelRequested
-from tests.providers.secrets import Keys
+from tests.providers.credentials import Keys
 from tests.providers.wire import Answer, FieldPath, Refusal, Wire, to_json
 
 

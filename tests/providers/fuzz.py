@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from tests.providers.bad_input import DROP, edit
 from tests.providers.contract import Api, Cancel
-from tests.providers.secrets import Keys
+from tests.providers.credentials import Keys
 from tests.providers.wire import SIGN, FieldPath, Lit, Wire, to_json
 
 

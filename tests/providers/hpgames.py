@@ -7,7 +7,7 @@ from typing import Any
 
 from refundctl import config
 from tests.providers.contract import Anatomy, Api, Cancel
-from tests.providers.secrets import Keys
+from tests.providers.credentials import Keys
 from tests.providers.wire import (
     JSON_TYPE,
     SIGN,

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests.providers.contract import Anatomy, Api, Cancel
-from tests.providers.secrets import Keys
+from tests.providers.credentials import Keys
 from tests.providers.wire import (
     BAD_SIGNATURES,
     JSON_TYPE,

@@ -6,7 +6,7 @@ import hmac
 from typing import Any
 
 from tests.providers.contract import Anatomy, Api, Cancel
-from tests.providers.secrets import Keys
+from tests.providers.credentials import Keys
 from tests.providers.wire import (
     BAD_SIGNATURES,
     JSON_TYPE,

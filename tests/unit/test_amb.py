@@ -13,7 +13,7 @@ import pytest
 
 from adapters import amb, jsonbody
 from adapters.contract import Accepted, Envelope, Request, Response, request_digest
-from adapters.secrets import ProviderSecrets
+from adapters.credentials import ProviderSecrets
 from schemas import (
     CancelItem,
     CancelOutcome,

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from adapters.secrets import ProviderSecrets
+from adapters.credentials import ProviderSecrets
 from refundctl import config
 
 
