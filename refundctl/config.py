@@ -436,6 +436,8 @@ def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
         database=database_settings(env),
         kafka=kafka_settings(env, role="worker"),
         batch_records_max=_int(env, worker.BATCH_RECORDS_MAX),
+        fetch_min_bytes=_int(env, worker.FETCH_MIN_BYTES),
+        fetch_max_wait_ms=_int(env, worker.FETCH_MAX_WAIT_MS),
         metrics_port=_int(env, worker.METRICS_PORT),
         heartbeat_stale_ms=_int(env, worker.HEARTBEAT_STALE_MS),
         late_reply_grace_ms=_int(env, worker.LATE_REPLY_GRACE_MS),

@@ -23,7 +23,11 @@ def kafka_clients(settings: WorkerSettings) -> KafkaClients:
     kafka = settings.kafka
     return KafkaClients(
         consumer=AIOKafkaConsumer(
-            **kafka.consumer_options(),
+            **{
+                **kafka.consumer_options(),
+                "fetch_min_bytes": settings.fetch_min_bytes,
+                "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+            },
             group_id=kafka.consumer_group,
             auto_offset_reset="earliest",
             max_poll_records=settings.batch_records_max,

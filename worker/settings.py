@@ -19,6 +19,27 @@ METRICS_PORT = IntSetting(
     65_535,
     "the worker's `/metrics`, `/healthz`, `/readyz`; 0: none",
 )
+# The worker's own fetches: a fetch waits for this much data or this long, whichever is
+# first, so that events arriving together are applied in one transaction rather than each
+# alone (a transaction, an offsets update, a reply publish and a Kafka commit per batch).
+# The other consumers (the ingress's replies, the operators' tools) keep
+# KAFKA_FETCH_MAX_WAIT_MS and answer with the first byte.
+FETCH_MIN_BYTES = IntSetting(
+    "WORKER_FETCH_MIN_BYTES",
+    65_536,
+    1,
+    16_777_216,
+    "the worker's fetch waits for this much data (at most WORKER_FETCH_MAX_WAIT_MS), so"
+    " events arriving together share one transaction; 1: answer with the first event",
+)
+FETCH_MAX_WAIT_MS = IntSetting(
+    "WORKER_FETCH_MAX_WAIT_MS",
+    10,
+    1,
+    10_000,
+    "how long the worker's fetch waits for WORKER_FETCH_MIN_BYTES: the latency a quiet"
+    " moment adds to a cancel, and a fetch this often while idle",
+)
 HEARTBEAT_STALE_MS = IntSetting(
     "WORKER_HEARTBEAT_STALE_MS",
     60_000,
@@ -48,6 +69,8 @@ DRY_RUN_HOLD_MS_MAX = IntSetting(
 )
 WORKER_SETTINGS: tuple[Setting, ...] = (
     BATCH_RECORDS_MAX,
+    FETCH_MIN_BYTES,
+    FETCH_MAX_WAIT_MS,
     METRICS_PORT,
     HEARTBEAT_STALE_MS,
     LATE_REPLY_GRACE_MS,
@@ -66,6 +89,8 @@ class WorkerSettings:
     database: DatabaseSettings  # TLS, server-side limits, pool size (schemas.database)
     kafka: KafkaSettings
     batch_records_max: int = BATCH_RECORDS_MAX.default  # per getmany and per transaction
+    fetch_min_bytes: int = FETCH_MIN_BYTES.default  # the group consumer's, with:
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS.default
     poll_timeout_ms: int = 200
     apply_attempts_max: int = 8  # transient database failures retried per batch
     apply_backoff_ms_max: int = 2_000
@@ -90,6 +115,8 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         assert BATCH_RECORDS_MAX.within(self.batch_records_max)
+        assert FETCH_MIN_BYTES.within(self.fetch_min_bytes)
+        assert FETCH_MAX_WAIT_MS.within(self.fetch_max_wait_ms)
         assert METRICS_PORT.within(self.metrics_port)
         assert 1 <= self.apply_attempts_max <= 100
         assert 0 < self.tail_wait_ms_max <= 60_000

@@ -126,6 +126,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=10,
         help="KAFKA_FETCH_MAX_WAIT_MS on Tansu (5-20); Apache Kafka long-polls (product default)",
     )
+    add(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every process of the stack (repeatable)",
+    )
+    add(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the workers only, over --env (repeatable)",
+    )
     add("--players", type=int, default=workload.PLAYERS_DEFAULT, help="accounts")
     add("--rate-cap", type=int, default=6000, help="requests/s the plan is sized for")
     add("--client", choices=("raw", "httpx"), default="raw", help="load client's HTTP stack")
@@ -169,6 +183,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown parts: {sorted(unknown)}")
     if args.connections != "auto" and not args.connections.isdigit():
         parser.error("--connections must be a number or 'auto'")
+    for option in ("env", "worker_env"):
+        pairs = [item.partition("=") for item in getattr(args, option)]
+        if any(not name or not eq for name, eq, _ in pairs):
+            parser.error(f"--{option.replace('_', '-')} takes NAME=VALUE")
+        setattr(args, option, {name: value for name, _, value in pairs})
     if not 5 <= args.fetch_max_wait_ms <= 20:
         parser.error("--fetch-max-wait-ms must be 5..20 for Tansu")
     if not 1 <= args.open_steps <= 30:
@@ -293,7 +312,7 @@ class Bench:
         return math.ceil(2 * rate_cap * DEADLINE_MS / 1000)
 
     def env(self, broker: stack.Broker, database_url: str, part: str) -> dict[str, str]:
-        env = stack.stack_env(broker, database_url, self.naga_public)
+        env = {**stack.stack_env(broker, database_url, self.naga_public), **self.args.env}
         if self.args.batch:
             env["WORKER_BATCH_RECORDS_MAX"] = str(self.args.batch)
         if self.args.shared_broker:  # topics and group of its own per part
@@ -384,7 +403,7 @@ class Bench:
             try:
                 workers = [] if stub else [f"{part}-worker-{i}" for i in range(self.args.workers)]
                 for name in workers:
-                    processes.refundctl(name, "worker", env)
+                    processes.refundctl(name, "worker", {**env, **self.args.worker_env})
                 if stub:
                     command = [sys.executable, "-m", "tests.bench.floor", "stub"]
                     processes.spawn(f"{part}-stub", command, env, cwd=REPO)
@@ -761,7 +780,7 @@ class Bench:
             processes = Processes(self.work_dir)
             try:
                 for i in range(args.drain_workers):
-                    processes.refundctl(f"worker-worker-{i}", "worker", env)
+                    processes.refundctl(f"worker-worker-{i}", "worker", {**env, **args.worker_env})
                 meter = self.cpu_meter(processes, broker)
                 meter.start()
                 first, last, at_first = await self._drain(processes, url, kafka, total)

@@ -62,7 +62,11 @@ def broker(kind: str, work_dir: Path, name: str, fetch_max_wait_ms: int) -> Iter
         return
     assert kind == "tansu"
     with devstack.tansu(work_dir / f"tansu-{name}.log") as bootstrap:
-        env = {**devstack.TANSU_KAFKA_ENV, "KAFKA_FETCH_MAX_WAIT_MS": str(fetch_max_wait_ms)}
+        env = {
+            **devstack.TANSU_KAFKA_ENV,
+            "KAFKA_FETCH_MAX_WAIT_MS": str(fetch_max_wait_ms),
+            "WORKER_FETCH_MAX_WAIT_MS": str(fetch_max_wait_ms),
+        }
         yield Broker(kind, bootstrap, env, lambda: [p for p in _pids_with_argument(bootstrap) if p])
 
 
