@@ -145,6 +145,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--client", choices=("raw", "httpx"), default="raw", help="load client's HTTP stack")
     add("--open-arrival", choices=("poisson", "even"), default="poisson", help="arrivals")
     add("--open-steps", type=int, default=10, help="steps of each open-loop search (max)")
+    add(
+        "--open-rates",
+        default="",
+        help="instead of the search, steps at these rates (comma-separated arrivals/s),"
+        " each run whole (no early stop): a latency and CPU curve to compare settings on",
+    )
     add("--open-step-seconds", type=float, default=5, help="measured seconds of a step")
     add("--open-step-warmup", type=float, default=1, help="seconds before a step's window")
     add(
@@ -190,6 +196,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         setattr(args, option, {name: value for name, _, value in pairs})
     if not 5 <= args.fetch_max_wait_ms <= 20:
         parser.error("--fetch-max-wait-ms must be 5..20 for Tansu")
+    try:
+        args.open_rates = [float(r) for r in args.open_rates.split(",") if r]
+    except ValueError:
+        parser.error("--open-rates takes numbers, comma-separated")
+    if len(args.open_rates) > 30 or any(not 1 <= r <= 100_000 for r in args.open_rates):
+        parser.error("--open-rates takes at most 30 rates, each 1..100000")
     if not 1 <= args.open_steps <= 30:
         parser.error("--open-steps must be 1..30")
     if not 0.01 <= args.open_precision <= 1:
@@ -546,7 +558,7 @@ class Bench:
             "arrival": args.open_arrival,
             "outstanding_max": args.open_outstanding,
             "p99_target_ms": P99_TARGET_MS,
-            "abort": True,
+            "abort": not args.open_rates,  # a fixed step runs whole
             "check": check,
             "plan_wrap": wrap,
             # A plan's prefix does not depend on its size: the step builds what it uses.
@@ -594,7 +606,9 @@ class Bench:
             f"{name} open warm-up {warm['rate']:.0f}/s: p99={warmed['p99_ms']:.1f} ms (not counted)"
         )
         await settle()
-        for index in range(args.open_steps):
+        fixed = list(args.open_rates)
+        for index in range(len(fixed) or args.open_steps):
+            rate = fixed[index] if fixed else rate
             meter = self.cpu_meter(processes, broker)
             spec = self.open_spec(urls, rate, used, wrap, check)
             result = await self.run_load(spec, f"{name}-open-{index}", meter)
@@ -621,6 +635,7 @@ class Bench:
                 f"{name} open {rate:.0f}/s: p50={result['p50_ms']:.1f} ms"
                 f" p99={result['p99_ms']:.1f} ms bad={result['bad']} unsent={result['unsent']}"
                 f" late={result['late']} -> {'pass' if passed else 'fail'}"
+                + (f" max_ms={result['max_ms']:.0f} cpu: {step['cpu']}" if fixed else "")
             )
             for sample in result["bad_samples"][:2]:
                 note(f"{name} unexpected answer: {sample}")
@@ -629,6 +644,8 @@ class Bench:
             else:
                 failed_at = rate
             await settle()
+            if fixed:
+                continue
             if failed_at is None:  # still doubling
                 if rate >= rate_max:
                     break
