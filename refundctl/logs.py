@@ -11,13 +11,14 @@ client libraries' own log records (aiokafka's group joins, say) come out as JSON
 through the same redaction, from `library_level` up.
 """
 
+import functools
 import io
 import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO, cast
 
 import structlog
@@ -37,19 +38,42 @@ SECRET_FIELD_MARKERS = (
 )
 
 
+# Distinct field names whose verdict is remembered: the names are the code's own (and
+# a few header names), far fewer than this; the bound keeps a stray source of names
+# (a dict of a client's header fields, say) from growing the cache.
+SECRET_FIELD_NAMES_CACHED_MAX = 1024
+# Values the scrub leaves as they are without looking (exact types: a subclass, say a
+# str enum, takes the general path and comes out as it did before).
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=SECRET_FIELD_NAMES_CACHED_MAX)
 def is_secret_field(name: str) -> bool:
+    """Whether a field of this name holds a secret. Cached (a pure function of the
+    name): every log line asks it of each of its keys, and the keys repeat."""
     lowered = name.lower().replace("-", "_")
     return any(marker in lowered for marker in SECRET_FIELD_MARKERS)
 
 
 def make_redactor(secret_values: Iterable[str]) -> Processor:
     values = sorted({v for v in secret_values if v.strip()}, key=len, reverse=True)
+    # A string shorter than the shortest secret holds none: it is not searched.
+    shortest = len(values[-1]) if values else 0
+
+    def scrub_text(value: str) -> str:
+        if not values:
+            return value
+        if len(value) < shortest:  # a plain str, as `replace` makes of a str subclass
+            return str.__str__(value)
+        for secret in values:
+            value = value.replace(secret, REDACTED)
+        return value
 
     def scrub(value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in values:
-                value = value.replace(secret, REDACTED)
+        if value.__class__ in _PLAIN_TYPES:
             return value
+        if isinstance(value, str):
+            return scrub_text(value)
         if isinstance(value, dict):
             return {k: REDACTED if is_secret_field(str(k)) else scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -57,10 +81,17 @@ def make_redactor(secret_values: Iterable[str]) -> Processor:
         return value
 
     def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
-        result: MutableMapping[str, Any] = {}
+        result: EventDict = {}
         for key, value in event_dict.items():
-            result[key] = REDACTED if is_secret_field(key) else scrub(value)
-        return dict(result)
+            if is_secret_field(key):
+                result[key] = REDACTED
+            elif value.__class__ in _PLAIN_TYPES:  # the common cases first, inline
+                result[key] = value
+            elif value.__class__ is str:
+                result[key] = scrub_text(value)
+            else:
+                result[key] = scrub(value)
+        return result
 
     return redact
 
