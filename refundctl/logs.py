@@ -13,6 +13,7 @@ through the same redaction, from `library_level` up.
 
 import functools
 import io
+import json
 import logging
 import os
 import socket
@@ -120,6 +121,37 @@ class NamedPrintLogger(structlog.PrintLogger):
         super().__init__(file)
         self.name = name
 
+    def msg(self, message: str) -> None:
+        """The line and its newline in one write, then a flush: the bytes `print` writes
+        in two writes and a flush (one system call either way: stderr is line-buffered)."""
+        with self._lock:
+            self._file.write(message + "\n")
+            self._file.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _json_fallback(value: Any) -> Any:
+    """What JSON has no type for, as structlog's `JSONRenderer` writes it: the value's
+    `__structlog__()`, else its repr."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+def make_json_renderer() -> Processor:
+    """structlog's `JSONRenderer()` byte for byte (`json.dumps`' defaults, the same
+    fallback), with the encoder built once: `json.dumps` builds one per line when given
+    a `default`."""
+    encode = json.JSONEncoder(default=_json_fallback).encode
+
+    def render(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
+        return encode(event_dict)
+
+    return render
+
 
 def named_print_logger_factory(file: TextIO) -> Callable[..., NamedPrintLogger]:
     """structlog's logger factory: the first argument of `get_logger` is the name."""
@@ -160,6 +192,7 @@ def configure(
     redact = make_redactor(secret_values)
     add_instance = make_instance_adder(default_instance() if instance is None else instance)
     timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    render = make_json_renderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -169,7 +202,7 @@ def configure(
             timestamp,
             structlog.processors.format_exc_info,
             redact,
-            structlog.processors.JSONRenderer(),
+            render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=named_print_logger_factory(cast(TextIO, CurrentStderr())),
@@ -188,7 +221,7 @@ def configure(
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
                 redact,
-                structlog.processors.JSONRenderer(),
+                render,
             ],
         )
     )

@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from decimal import Decimal
 from typing import Any, TextIO
 
 import structlog
@@ -196,6 +197,11 @@ def side_by_side(
     return f"log_cost: {name} before_us={b:.2f} after_us={a:.2f} after_vs_before={a / b:.2f}"
 
 
+class _Structlogged:
+    def __structlog__(self) -> dict[str, int]:
+        return {"own": 1}
+
+
 def check_same_output(lines_count: int) -> None:
     fields = [request_fields(n) for n in range(lines_count)]
     fields.append(
@@ -205,6 +211,9 @@ def check_same_output(lines_count: int) -> None:
             "headers": {"Authorization": "Basic y", "accept": "json", "n": 1},
             "detail": f"leaked {SECRETS[0]} and {SECRETS[2]}",
             "items": [{"signature": "s", "v": [1.5, None, True, SECRETS[1]]}],
+            "amount": Decimal("10.50"),  # no JSON type: its repr
+            "own": _Structlogged(),  # its __structlog__()
+            "who": 'Zoë \u2603 "quoted"\n',
         }
     )
     before, after = rendered("before", fields), rendered("after", fields)
