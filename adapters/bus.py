@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pydantic
 import structlog
@@ -128,12 +129,12 @@ class RequestReplyClient:
         try:
             async with asyncio.timeout_at(deadline):
                 deliveries = [await self._send(event) for event in events]
-                await asyncio.wait(deliveries)  # never cancels them: they may still land
+                await all_done(deliveries)  # never cancels them: they may still land
                 for delivery in deliveries:
                     delivery.result()  # the broker's refusal, if any, raises here
                 published = True
                 self.counters.published += len(events)
-                await asyncio.wait(futures)
+                await all_done(futures)
         except TimeoutError:
             if not published:
                 self.counters.publish_failures += len(events)
@@ -181,6 +182,32 @@ class RequestReplyClient:
             return
         future.set_result(outcome)
         self.counters.replies_matched += 1
+
+
+async def all_done(futures: Sequence["asyncio.Future[Any]"]) -> None:
+    """Until every one of `futures` is done (a result, an error, or cancelled); they are
+    never cancelled, not even when this wait is (it then raises CancelledError). What
+    `asyncio.wait(futures)` does, without its sets and their bookkeeping: the ingress
+    waits twice per request (deliveries, then outcomes)."""
+    pending = [future for future in futures if not future.done()]
+    if not pending:
+        return
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    remaining = len(pending)
+
+    def one_done(_: "asyncio.Future[Any]") -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not waiter.done():
+            waiter.set_result(None)
+
+    for future in pending:
+        future.add_done_callback(one_done)
+    try:
+        await waiter
+    finally:
+        for future in pending:
+            future.remove_done_callback(one_done)
 
 
 def _retrieve(delivery: "asyncio.Future[object]") -> None:

@@ -237,10 +237,7 @@ class Ingress:
         """Count, log the one canonical line of this request, and answer."""
         latency_s = time.perf_counter() - started
         provider = route.provider.value
-        self.metrics.requests.labels(provider, result).inc()
-        self.metrics.latency.labels(provider).observe(latency_s)
-        for name in outcomes:
-            self.metrics.outcomes.labels(provider, name).inc()
+        self.metrics.request_done(provider, result, latency_s, outcomes)
         log.info(
             "request",
             provider=provider,

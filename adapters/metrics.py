@@ -6,7 +6,7 @@ tests/e2e/test_observability.py checks both against a live scrape."""
 
 import importlib.metadata
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -143,15 +143,41 @@ class IngressMetrics:
         self.http_connections = Gauge(
             "refund_ingress_http_connections", "Open HTTP connections", registry=self.registry
         )
-        # Every label at 0 from the start: an alert's increase() sees the first one.
+        # Every label at 0 from the start: an alert's increase() sees the first one. The
+        # children are kept (a bounded set: providers x results, providers x outcomes) so
+        # that a request counts itself without `labels()`'s lookup and lock each time.
+        self._requests_by: dict[tuple[str, str], Counter] = {}
+        self._outcomes_by: dict[tuple[str, str], Counter] = {}
+        self._latency_by: dict[str, Histogram] = {}
         for provider in Provider:
             self.request_errors.labels(provider.value)
+            self._latency_by[provider.value] = self.latency.labels(provider.value)
             for result in RESULTS:
-                self.requests.labels(provider.value, result)
+                key = (provider.value, result)
+                self._requests_by[key] = self.requests.labels(*key)
             for outcome in (*(o.value for o in Outcome), NO_OUTCOME):
-                self.outcomes.labels(provider.value, outcome)
+                key = (provider.value, outcome)
+                self._outcomes_by[key] = self.outcomes.labels(*key)
         self.registry.register(_BusCollector(bus_counters))
         self.registry.register(_HttpCollector(http_counters))
+
+    def request_done(
+        self, provider: str, result: str, latency_s: float, outcomes: Iterable[str]
+    ) -> None:
+        """Count one provider request: its result, its latency, its events' outcomes."""
+        requests = self._requests_by.get((provider, result))
+        if requests is None:  # not a declared label value: counted all the same
+            requests = self.requests.labels(provider, result)
+        requests.inc()
+        latency = self._latency_by.get(provider)
+        if latency is None:
+            latency = self.latency.labels(provider)
+        latency.observe(latency_s)
+        for name in outcomes:
+            counted = self._outcomes_by.get((provider, name))
+            if counted is None:
+                counted = self.outcomes.labels(provider, name)
+            counted.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from adapters.http_server import event_loop_factory
 from refundctl import apache_kafka, config, devstack, failures, logs
 from refundctl.services import (
     install_stop_signals,
@@ -611,6 +612,9 @@ async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 # The long-lived processes: their error line is JSON, like the rest of their output.
 SERVING_COMMANDS = ("ingress", "worker")
+# The commands run on `adapters.http_server.event_loop_factory`'s loop (uvloop where
+# installed); the others on asyncio's own.
+UVLOOP_COMMANDS = ("ingress",)
 
 
 class _BootstrapFailures(logging.Filter):
@@ -688,7 +692,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _quiet_kafka_client() if quiet else contextlib.nullcontext(),
             _one_line_on_failure() if serving else contextlib.nullcontext(),
         ):
-            return asyncio.run(_run(args, env))
+            factory = event_loop_factory() if args.command in UVLOOP_COMMANDS else None
+            with asyncio.Runner(loop_factory=factory) as runner:
+                return runner.run(_run(args, env))
     except LedgerRefusal as exc:
         print(f"refundctl: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -11,13 +11,15 @@ client libraries' own log records (aiokafka's group joins, say) come out as JSON
 through the same redaction, from `library_level` up.
 """
 
+import functools
 import io
+import json
 import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO, cast
 
 import structlog
@@ -37,19 +39,42 @@ SECRET_FIELD_MARKERS = (
 )
 
 
+# Distinct field names whose verdict is remembered: the names are the code's own (and
+# a few header names), far fewer than this; the bound keeps a stray source of names
+# (a dict of a client's header fields, say) from growing the cache.
+SECRET_FIELD_NAMES_CACHED_MAX = 1024
+# Values the scrub leaves as they are without looking (exact types: a subclass, say a
+# str enum, takes the general path and comes out as it did before).
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=SECRET_FIELD_NAMES_CACHED_MAX)
 def is_secret_field(name: str) -> bool:
+    """Whether a field of this name holds a secret. Cached (a pure function of the
+    name): every log line asks it of each of its keys, and the keys repeat."""
     lowered = name.lower().replace("-", "_")
     return any(marker in lowered for marker in SECRET_FIELD_MARKERS)
 
 
 def make_redactor(secret_values: Iterable[str]) -> Processor:
     values = sorted({v for v in secret_values if v.strip()}, key=len, reverse=True)
+    # A string shorter than the shortest secret holds none: it is not searched.
+    shortest = len(values[-1]) if values else 0
+
+    def scrub_text(value: str) -> str:
+        if not values:
+            return value
+        if len(value) < shortest:  # a plain str, as `replace` makes of a str subclass
+            return str.__str__(value)
+        for secret in values:
+            value = value.replace(secret, REDACTED)
+        return value
 
     def scrub(value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in values:
-                value = value.replace(secret, REDACTED)
+        if value.__class__ in _PLAIN_TYPES:
             return value
+        if isinstance(value, str):
+            return scrub_text(value)
         if isinstance(value, dict):
             return {k: REDACTED if is_secret_field(str(k)) else scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -57,10 +82,17 @@ def make_redactor(secret_values: Iterable[str]) -> Processor:
         return value
 
     def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
-        result: MutableMapping[str, Any] = {}
+        result: EventDict = {}
         for key, value in event_dict.items():
-            result[key] = REDACTED if is_secret_field(key) else scrub(value)
-        return dict(result)
+            if is_secret_field(key):
+                result[key] = REDACTED
+            elif value.__class__ in _PLAIN_TYPES:  # the common cases first, inline
+                result[key] = value
+            elif value.__class__ is str:
+                result[key] = scrub_text(value)
+            else:
+                result[key] = scrub(value)
+        return result
 
     return redact
 
@@ -88,6 +120,37 @@ class NamedPrintLogger(structlog.PrintLogger):
     def __init__(self, file: TextIO, name: str) -> None:
         super().__init__(file)
         self.name = name
+
+    def msg(self, message: str) -> None:
+        """The line and its newline in one write, then a flush: the bytes `print` writes
+        in two writes and a flush (one system call either way: stderr is line-buffered)."""
+        with self._lock:
+            self._file.write(message + "\n")
+            self._file.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _json_fallback(value: Any) -> Any:
+    """What JSON has no type for, as structlog's `JSONRenderer` writes it: the value's
+    `__structlog__()`, else its repr."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+def make_json_renderer() -> Processor:
+    """structlog's `JSONRenderer()` byte for byte (`json.dumps`' defaults, the same
+    fallback), with the encoder built once: `json.dumps` builds one per line when given
+    a `default`."""
+    encode = json.JSONEncoder(default=_json_fallback).encode
+
+    def render(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
+        return encode(event_dict)
+
+    return render
 
 
 def named_print_logger_factory(file: TextIO) -> Callable[..., NamedPrintLogger]:
@@ -129,6 +192,7 @@ def configure(
     redact = make_redactor(secret_values)
     add_instance = make_instance_adder(default_instance() if instance is None else instance)
     timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    render = make_json_renderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -138,7 +202,7 @@ def configure(
             timestamp,
             structlog.processors.format_exc_info,
             redact,
-            structlog.processors.JSONRenderer(),
+            render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=named_print_logger_factory(cast(TextIO, CurrentStderr())),
@@ -157,7 +221,7 @@ def configure(
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
                 redact,
-                structlog.processors.JSONRenderer(),
+                render,
             ],
         )
     )

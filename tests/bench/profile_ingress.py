@@ -9,6 +9,10 @@ py-spy is not a dependency of the project: install it in your own venv
 py-spy records it for `--seconds` (the stub search's steps, all rates); the report is
 the top functions by cumulative share of the samples (a function counted once per
 sample it is on the stack of) and by own share, from py-spy's collapsed stacks.
+
+By default py-spy pauses the ingress for each sample, which can lower the capacity the
+bench lines report during the recording; `--nonblocking` reads it without pausing
+(the capacity is then the ingress's own; a sample's stack may be slightly torn).
 """
 
 import argparse
@@ -82,6 +86,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=SECONDS_DEFAULT)
     parser.add_argument("--top", type=int, default=TOP_DEFAULT)
     parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
+    parser.add_argument(
+        "--nonblocking", action="store_true", help="sample without pausing the ingress"
+    )
     parser.add_argument("bench", nargs="*", help="more options of tests.bench.run")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -96,6 +103,8 @@ def main() -> None:
             print(f"profile_ingress: recording pid {ingress.pid} ({args.seconds:g} s)", flush=True)
             record = ["record", "--pid", str(ingress.pid), "--format", "raw", "--output", str(raw)]
             record += ["--rate", str(SAMPLE_RATE_HZ), "--duration", f"{args.seconds:.0f}"]
+            if args.nonblocking:
+                record.append("--nonblocking")
             spied = subprocess.run(
                 [py_spy, *record], capture_output=True, text=True, timeout=args.seconds + 60
             )

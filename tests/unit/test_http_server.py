@@ -6,12 +6,20 @@ Each wait is bounded: the tests await the answer or the socket's close, never a 
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
-from adapters.http_server import Handler, HttpRequest, HttpResponse, HttpServer
+from adapters.http_server import (
+    Handler,
+    HttpRequest,
+    HttpResponse,
+    HttpServer,
+    event_loop_factory,
+)
 from adapters.settings import HttpLimits
 from refundctl import config, devstack
 
@@ -204,6 +212,35 @@ async def test_stop_answers_the_request_in_progress_then_closes() -> None:
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
     writer.close()
+
+
+# ---------------------------------------------------------------- on the ingress's loop
+
+ON_EVERY_LOOP = (
+    test_keep_alive_pipelining_and_chunked_bodies,
+    test_head_limits_answer_431,
+    test_a_body_over_the_limit_is_answered_at_once_and_thrown_away,
+    test_timeouts_close_silent_slow_and_idle_connections,
+    test_idle_connections_make_room_and_busy_ones_are_kept,
+    test_a_handler_that_raises_is_a_500_and_counted,
+    test_a_client_gone_mid_body_is_counted,
+    test_stop_answers_the_request_in_progress_then_closes,
+)
+
+
+def test_the_ingress_serves_on_uvloop() -> None:
+    """`refundctl ingress` runs on `event_loop_factory`'s loop: uvloop, installed with
+    the package wherever it builds (here, always)."""
+    assert event_loop_factory() is uvloop.new_event_loop
+
+
+@pytest.mark.parametrize("case", ON_EVERY_LOOP, ids=lambda case: case.__name__)
+def test_the_limits_hold_on_the_ingress_loop(case: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """The tests above (run on the test session's asyncio loop), again on the loop the
+    ingress serves on: its transports are uvloop's own (reading paused and resumed,
+    half-close, abort, the write buffer)."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(case())
 
 
 # ---------------------------------------------------------------- configuration

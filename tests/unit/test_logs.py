@@ -130,3 +130,37 @@ def _test_the_replay_bar_is_json_lines_when_stderr_is_not_a_terminal(
     events = [line["event"] for line in lines(capsys)]
     assert events[0] == "replay_progress"
     assert events[-1] == "replay_finished"
+
+
+def test_redaction_holds_once_the_field_names_are_cached() -> None:
+    """The verdict per field name is cached: a name seen plain stays plain, a secret
+    name stays secret, at the top and nested, and secret values are scrubbed in nested
+    strings however often the same shape of line was written before."""
+    redact = logs.make_redactor(["sekrit-value-1"])
+    line = {
+        "event": "request",
+        "status": 200,
+        "latency_ms": 1.5,
+        "ok": True,
+        "none": None,
+        "api_key": "k",
+        "headers": {"X-Signature": "s", "accept": "json", "n": 3},
+        "items": [{"password": "p", "note": "has sekrit-value-1 in it"}, ("sekrit-value-1",)],
+    }
+    for _ in range(3):  # cold, then warm
+        event = redact(None, "info", dict(line))
+        assert event == {
+            "event": "request",
+            "status": 200,
+            "latency_ms": 1.5,
+            "ok": True,
+            "none": None,
+            "api_key": logs.REDACTED,
+            "headers": {"X-Signature": logs.REDACTED, "accept": "json", "n": 3},
+            "items": [
+                {"password": logs.REDACTED, "note": f"has {logs.REDACTED} in it"},
+                [logs.REDACTED],
+            ],
+        }
+    assert logs.is_secret_field.cache_info().hits > 0
+    assert logs.is_secret_field.cache_info().maxsize == logs.SECRET_FIELD_NAMES_CACHED_MAX
