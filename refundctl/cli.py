@@ -614,7 +614,7 @@ async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
 SERVING_COMMANDS = ("ingress", "worker")
 # The commands run on `adapters.http_server.event_loop_factory`'s loop (uvloop where
 # installed); the others on asyncio's own.
-UVLOOP_COMMANDS = ("ingress",)
+UVLOOP_COMMANDS = ("ingress", "worker")
 
 
 class _BootstrapFailures(logging.Filter):

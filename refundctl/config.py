@@ -438,6 +438,7 @@ def worker_settings(env: Mapping[str, str]) -> WorkerSettings:
         batch_records_max=_int(env, worker.BATCH_RECORDS_MAX),
         fetch_min_bytes=_int(env, worker.FETCH_MIN_BYTES),
         fetch_max_wait_ms=_int(env, worker.FETCH_MAX_WAIT_MS),
+        kafka_commit_interval_ms=_int(env, worker.KAFKA_COMMIT_INTERVAL_MS),
         metrics_port=_int(env, worker.METRICS_PORT),
         heartbeat_stale_ms=_int(env, worker.HEARTBEAT_STALE_MS),
         late_reply_grace_ms=_int(env, worker.LATE_REPLY_GRACE_MS),

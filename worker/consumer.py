@@ -184,6 +184,7 @@ class RefundWorker:
                     if batch:
                         await self.process(batch)
                     self.tick()
+                    self.tail.commit_if_due()
                     self._check_join()
             finally:
                 try:

@@ -1,4 +1,5 @@
-"""A committed batch's tail: publish its outcomes, commit its offsets to Kafka, log it.
+"""A committed batch's tail: publish its outcomes, commit its offsets to Kafka (at most
+every `kafka_commit_interval_ms`: for lag tools only), log it.
 
 The tail of one batch runs while the next batch is applied, one at a time and in batch
 order; a revocation or a stop waits for it at most `tail_wait_ms_max` (a slow broker
@@ -6,6 +7,7 @@ must not hold the group's rebalance). Every step is bounded and nothing raises: 
 outcomes are stored, and a provider's retry receives them."""
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,20 +65,35 @@ class ReplyTail:
         self._metrics = metrics
         self._faults = faults
         self._task: asyncio.Task[None] | None = None  # the last batch's tail
+        # Offsets committed to the database, not yet to Kafka (`kafka_commit_interval_ms`).
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed_at = -math.inf  # monotonic time of the last Kafka commit
 
     def submit(self, batch: Committed) -> None:
         """Start a committed batch's tail, after the previous one's."""
         self._task = asyncio.create_task(self._run(self._task, batch))
 
+    def commit_if_due(self) -> None:
+        """From the loop's every turn: the held Kafka commit, once its interval has
+        passed and no tail is running (a quiet partition's lag must not stay stale)."""
+        if self._commit_due() and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._commit_held())
+
     async def finish(self) -> bool:
-        """Wait, at most `tail_wait_ms_max`, for the last batch's replies and Kafka
-        commit; whether they finished. An unfinished tail runs on (the next batch's tail
-        waits for it); a failed one is logged: its outcomes are stored, and a retry
-        receives them."""
-        tail = self._task
-        if tail is None:
-            return True
-        done, _ = await asyncio.wait({tail}, timeout=self._settings.tail_wait_ms_max / 1000)
+        """Wait, at most `tail_wait_ms_max`, for the last batch's replies and the Kafka
+        commit of everything held back; whether they finished. An unfinished tail runs
+        on (the next batch's tail waits for it); a failed one is logged: its outcomes
+        are stored, and a retry receives them."""
+        deadline = time.monotonic() + self._settings.tail_wait_ms_max / 1000
+        if self._task is not None and not await self._waited(self._task, deadline):
+            return False
+        if self._uncommitted:  # partitions move or the worker stops: commit what is held
+            self._task = asyncio.create_task(self._commit_held())
+            return await self._waited(self._task, deadline)
+        return True
+
+    async def _waited(self, tail: "asyncio.Task[None]", deadline: float) -> bool:
+        done, _ = await asyncio.wait({tail}, timeout=max(0.0, deadline - time.monotonic()))
         if not done:
             log.warning("reply_tail_slow", waited_ms=self._settings.tail_wait_ms_max)
             return False
@@ -115,15 +132,12 @@ class ReplyTail:
             log.warning("reply_publish_failed", count=sum(awaited), error="TimeoutError")
         published = time.perf_counter()
         self._faults.crash_at("after_publish")
-        try:  # the database holds the offsets the worker resumes from; this is for lag tools
-            await asyncio.wait_for(
-                self._commit(
-                    {TopicPartition(a.topic, a.partition): a.next_offset for a in batch.advances}
-                ),
-                self._settings.kafka_commit_timeout_ms / 1000,
+        for advance in batch.advances:  # later batches carry later offsets
+            self._uncommitted[TopicPartition(advance.topic, advance.partition)] = (
+                advance.next_offset
             )
-        except (CommitFailedError, KafkaError, TimeoutError) as exc:
-            log.info("kafka_commit_skipped", error=type(exc).__name__)
+        if self._commit_due():
+            await self._commit_held()
         if late:
             fields = {**fields, "late_replies_skipped": late}
         log.info(
@@ -132,6 +146,22 @@ class ReplyTail:
             publish_ms=round((published - publishing) * 1000, 2),
             duration_ms=round((time.perf_counter() - batch.started) * 1000, 2),
         )
+
+    def _commit_due(self) -> bool:
+        interval_s = self._settings.kafka_commit_interval_ms / 1000
+        return bool(self._uncommitted) and time.monotonic() - self._committed_at >= interval_s
+
+    async def _commit_held(self) -> None:
+        """Commit the held offsets to Kafka, bounded; the database holds the offsets the
+        worker resumes from: this is for lag tools, and a failure is only logged."""
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._committed_at = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                self._commit(offsets), self._settings.kafka_commit_timeout_ms / 1000
+            )
+        except (CommitFailedError, KafkaError, TimeoutError) as exc:
+            log.info("kafka_commit_skipped", error=type(exc).__name__)
 
     async def _publish(
         self, events: Sequence[CancelRequested], outcomes: Sequence[CancelOutcome]

@@ -40,6 +40,17 @@ FETCH_MAX_WAIT_MS = IntSetting(
     "how long the worker's fetch waits for WORKER_FETCH_MIN_BYTES: the latency a quiet"
     " moment adds to a cancel, and a fetch this often while idle",
 )
+# The Kafka commit is for lag tools only (the database holds the offsets the worker
+# resumes from): one per batch was a broker request, and a write to its offsets log, per
+# batch. Committed at most this often, and when partitions are revoked or the worker stops.
+KAFKA_COMMIT_INTERVAL_MS = IntSetting(
+    "WORKER_KAFKA_COMMIT_INTERVAL_MS",
+    1_000,
+    0,
+    60_000,
+    "how often the worker commits its offsets to Kafka, for lag tools only (it resumes"
+    " from the database's); 0: after every batch",
+)
 HEARTBEAT_STALE_MS = IntSetting(
     "WORKER_HEARTBEAT_STALE_MS",
     60_000,
@@ -71,6 +82,7 @@ WORKER_SETTINGS: tuple[Setting, ...] = (
     BATCH_RECORDS_MAX,
     FETCH_MIN_BYTES,
     FETCH_MAX_WAIT_MS,
+    KAFKA_COMMIT_INTERVAL_MS,
     METRICS_PORT,
     HEARTBEAT_STALE_MS,
     LATE_REPLY_GRACE_MS,
@@ -105,6 +117,7 @@ class WorkerSettings:
     late_reply_grace_ms: int = LATE_REPLY_GRACE_MS.default  # replies later are not sent
     dry_run_hold_ms_max: int = DRY_RUN_HOLD_MS_MAX.default  # a dry run's locks are held
     kafka_commit_timeout_ms: int = 5_000  # the Kafka commit is for lag tools only
+    kafka_commit_interval_ms: int = KAFKA_COMMIT_INTERVAL_MS.default  # at most this often
     dead_letter_timeout_ms: int = 10_000  # dead letters land, or the batch is retried
     # A (re)join of the consumer group that takes longer is stuck: the process exits.
     group_join_ms_max: int = 30_000
@@ -124,6 +137,7 @@ class WorkerSettings:
         assert LATE_REPLY_GRACE_MS.within(self.late_reply_grace_ms)
         assert DRY_RUN_HOLD_MS_MAX.within(self.dry_run_hold_ms_max)
         assert 0 < self.kafka_commit_timeout_ms <= 60_000
+        assert KAFKA_COMMIT_INTERVAL_MS.within(self.kafka_commit_interval_ms)
         assert 0 < self.dead_letter_timeout_ms <= 60_000
         # Dead letters are published inside the batch's transaction: the server must not
         # end the session as idle in transaction while they are on their way.

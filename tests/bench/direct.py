@@ -295,7 +295,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pool", type=int, default=8, help="database connections")
     parser.add_argument(
-        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="as the ingress's"
+        "--loop", choices=("asyncio", "uvloop"), default="uvloop", help="as the ingress's"
     )
     parser.add_argument("--max-seconds", type=float, default=7200, help="stop after this")
     args = parser.parse_args()

@@ -28,7 +28,13 @@ from decimal import Decimal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from adapters.http_server import Handler, HttpRequest, HttpResponse, HttpServer
+from adapters.http_server import (
+    Handler,
+    HttpRequest,
+    HttpResponse,
+    HttpServer,
+    event_loop_factory,
+)
 from adapters.settings import HttpLimits
 from refundctl import config
 from schemas import CancelOutcome, CancelRequested
@@ -159,7 +165,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "serve":
         assert args.port > 0, "--port"
-        asyncio.run(serve(args.port, args.max_seconds))
+        # On the ingress's own loop (uvloop where installed): the floor of the same server.
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(serve(args.port, args.max_seconds))
     else:
         asyncio.run(stub(args.max_seconds))
 

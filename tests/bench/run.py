@@ -117,7 +117,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add("--direct-processes", type=int, default=2, help="processes of the direct baseline")
     add("--direct-pool", type=int, default=8, help="database connections per direct process")
-    add("--direct-loop", choices=("asyncio", "uvloop"), default="asyncio", help="its loop")
+    add(
+        "--direct-loop",
+        choices=("asyncio", "uvloop"),
+        default="uvloop",
+        help="its loop (uvloop: the ingress's, adapters.http_server.event_loop_factory)",
+    )
     add("--batch", type=int, default=0, help="WORKER_BATCH_RECORDS_MAX (0: product default)")
     add("--broker", choices=("kafka", "tansu"), default="kafka", help="the broker (default kafka)")
     add(

@@ -242,3 +242,45 @@ async def test_a_stop_during_the_first_join_is_honoured_at_once() -> None:
     assert await asyncio.wait_for(joining, 5) is False
     assert time.monotonic() - started < 2
     assert consumer.cancelled
+
+
+async def test_the_kafka_commit_is_held_back_to_its_interval_then_made_when_finishing() -> None:
+    commits: list[dict[TopicPartition, int]] = []
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        commits.append(dict(offsets))
+
+    reply_tail, _ = tail(settings(kafka_commit_interval_ms=60_000), FakeProducer(), commit)
+    for next_offset in (1, 2, 3):
+        advance = OffsetAdvance("requests", 0, next_offset - 1, next_offset)
+        reply_tail.submit(Committed([], [], [advance], {}, time.perf_counter()))
+    reply_tail.commit_if_due()  # within the interval: nothing
+    assert await reply_tail.finish() is True
+    # The first batch's at once (none before it), the others held, then made at finish.
+    assert commits == [
+        {TopicPartition("requests", 0): 1},
+        {TopicPartition("requests", 0): 3},
+    ]
+    assert await reply_tail.finish() is True
+    assert len(commits) == 2  # nothing held any more
+
+
+async def test_a_held_kafka_commit_is_made_by_the_loop_once_its_interval_passed() -> None:
+    commits: list[dict[TopicPartition, int]] = []
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        commits.append(dict(offsets))
+
+    interval_ms = 50
+    reply_tail, _ = tail(settings(kafka_commit_interval_ms=interval_ms), FakeProducer(), commit)
+    started = time.monotonic()
+    for next_offset in (1, 2):  # the first committed at once, the second held
+        advance = OffsetAdvance("requests", 3, next_offset - 1, next_offset)
+        reply_tail.submit(Committed([], [], [advance], {}, time.perf_counter()))
+    deadline = started + 5
+    while len(commits) < 2:  # the worker's loop turns (its getmany returns empty)
+        assert time.monotonic() < deadline, "the held commit was never made"
+        reply_tail.commit_if_due()
+        await asyncio.sleep(0.005)
+    assert time.monotonic() - started >= interval_ms / 1000
+    assert commits == [{TopicPartition("requests", 3): 1}, {TopicPartition("requests", 3): 2}]
