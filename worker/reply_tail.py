@@ -76,7 +76,10 @@ class ReplyTail:
     def commit_if_due(self) -> None:
         """From the loop's every turn: the held Kafka commit, once its interval has
         passed and no tail is running (a quiet partition's lag must not stay stale)."""
-        if self._commit_due() and (self._task is None or self._task.done()):
+        tail = self._task
+        if self._commit_due() and (tail is None or tail.done()):
+            if tail is not None:
+                self._report(tail)
             self._task = asyncio.create_task(self._commit_held())
 
     async def finish(self) -> bool:
@@ -99,9 +102,14 @@ class ReplyTail:
             return False
         if self._task is tail:
             self._task = None
+        self._report(tail)
+        return True
+
+    @staticmethod
+    def _report(tail: "asyncio.Task[None]") -> None:
+        """Log a finished tail's failure (its outcomes are stored; a retry gets them)."""
         if not tail.cancelled() and (exc := tail.exception()) is not None:
             log.warning("reply_tail_failed", error=type(exc).__name__)
-        return True
 
     async def close(self) -> None:
         """On stop: finish the tail within its bound, else cancel it (the outcomes are
