@@ -37,6 +37,11 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
+    @property
+    def received_nothing(self) -> bool:
+        """No byte of a response came on this connection since the last one ended."""
+        return not self._buffer
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._waiter is not None and not self._waiter.done():

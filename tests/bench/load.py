@@ -220,7 +220,7 @@ async def run_open(spec: dict[str, Any]) -> dict[str, Any]:
     latencies = array("d")  # seconds from scheduled arrival to answer, in the window
     counts: Counter[str] = Counter()
     bad_samples: list[str] = []
-    scheduled_in_window = unsent = late = errors = over_target = 0
+    scheduled_in_window = unsent = late = errors = over_target = stale_retries = 0
     outstanding = outstanding_peak = 0
     position = start = spec.get("plan_start", 0)
     plan_exhausted = aborted = False
@@ -232,19 +232,30 @@ async def run_open(spec: dict[str, Any]) -> dict[str, Any]:
     over_target_max = max(1, math.floor(0.01 * rate * seconds))
 
     async def one(entry: tuple[str, int, int], scheduled: float, counted: bool) -> None:
-        nonlocal outstanding, opened, errors, over_target, aborted
+        nonlocal outstanding, opened, errors, over_target, aborted, stale_retries
         request = build_request(entry, players, signatures)
         connection: Connection | None = None
         while idle and idle[-1].closed:  # the server closed it while idle (keep-alive)
             idle.pop()
         try:
-            if idle:
+            reused = bool(idle)
+            if reused:
                 connection = idle.pop()
-            else:
+                try:
+                    status, body = await connection.send(request, timeout_s)
+                except HttpError:
+                    if not (connection.closed and connection.received_nothing):
+                        raise
+                    # The server closed the idle connection as this request went out
+                    # (the keep-alive race, RFC 9112 9.3.1): sent again on a new one,
+                    # as HTTP clients do (a cancel's retry is answered the same).
+                    stale_retries += 1
+                    reused = False
+            if not reused:
                 opened += 1
                 host, port = endpoints[opened % len(endpoints)]
                 connection = await asyncio.wait_for(Connection.open(host, port), timeout_s)
-            status, body = await connection.send(request, timeout_s)
+                status, body = await connection.send(request, timeout_s)
         except (HttpError, OSError, TimeoutError) as exc:
             status, body = 0, f"{type(exc).__name__}: {exc}".encode()
             errors += 1
@@ -317,6 +328,7 @@ async def run_open(spec: dict[str, Any]) -> dict[str, Any]:
         "errors": errors,
         "unsent": unsent,
         "late": late,
+        "stale_retries": stale_retries,
         "unanswered": unanswered,
         "aborted": aborted,
         "rps": answered / seconds,

@@ -994,9 +994,11 @@ class Bench:
                 say(
                     f"soak_minute: minute={minute} rate={rate:.0f} answered={result['answered']}"
                     f" p50_ms={result['p50_ms']:.1f} p99_ms={result['p99_ms']:.1f}"
-                    f" bad={result['bad']} unsent={result['unsent']} {memory}"
+                    f" bad={result['bad']} unsent={result['unsent']}"
+                    f" stale_retries={result['stale_retries']} {memory}"
                     f" cpu: {meter.text(result['sent'])}"
                 )
+                self._show_bad(result)
         say(soak_summary(args.soak_minutes, rate, minutes_seen))
 
     def _show_bad(self, result: dict[str, Any]) -> None:
