@@ -226,10 +226,23 @@ def configure(
         )
     )
     root = logging.getLogger()
-    for previous in [h for h in root.handlers if isinstance(h, LibraryLogHandler)]:
-        root.removeHandler(previous)  # configured again (tests call main() repeatedly)
+    _remove_library_handlers(root)  # configured again (tests call main() repeatedly)
     root.addHandler(handler)
     root.setLevel(library_level)
+
+
+def unconfigure(root_level: int) -> None:
+    """Undo `configure` (the tests' and benchmarks' own set-ups): structlog's defaults,
+    no library handler, the root logger at `root_level` again."""
+    root = logging.getLogger()
+    _remove_library_handlers(root)
+    root.setLevel(root_level)
+    structlog.reset_defaults()
+
+
+def _remove_library_handlers(root: logging.Logger) -> None:
+    for previous in [h for h in root.handlers if isinstance(h, LibraryLogHandler)]:
+        root.removeHandler(previous)
 
 
 class ProgressLog:

@@ -148,10 +148,7 @@ def configured(side: str, fixed: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        for handler in [h for h in root.handlers if isinstance(h, logs.LibraryLogHandler)]:
-            root.removeHandler(handler)
-        root.setLevel(level)
-        structlog.reset_defaults()
+        logs.unconfigure(level)
 
 
 def rendered(side: str, fields: list[dict[str, Any]]) -> list[str]:

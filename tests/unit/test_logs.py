@@ -27,10 +27,7 @@ def configured() -> Iterator[None]:
     try:
         yield
     finally:
-        for handler in [h for h in root.handlers if isinstance(h, logs.LibraryLogHandler)]:
-            root.removeHandler(handler)
-        root.setLevel(level)
-        structlog.reset_defaults()
+        logs.unconfigure(level)
 
 
 def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:

@@ -192,10 +192,7 @@ def test_library_records_come_out_as_redacted_json_lines(
         logging.getLogger("aiokafka.consumer.group_coordinator").debug("not shown")
         lines = capsys.readouterr().err.strip().splitlines()
     finally:
-        for handler in [h for h in root.handlers if isinstance(h, logs.LibraryLogHandler)]:
-            root.removeHandler(handler)
-        root.setLevel(level)
-        structlog.reset_defaults()
+        logs.unconfigure(level)
     assert len(lines) == 1
     record = json.loads(lines[0])
     assert record["event"] == f"Joined group g (token {REDACTED})"
