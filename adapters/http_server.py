@@ -73,9 +73,10 @@ REASON_PHRASES = {
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """The loop the ingress serves on: uvloop's where it is installed (its loop and
-    transports are compiled: less of the ingress's CPU per request goes to the loop;
-    README "Benchmark"), else asyncio's own (uvloop has no Windows build)."""
+    """The loop this server (and the worker, `refundctl`'s other long-lived process)
+    runs on: uvloop's where it is installed (its loop and transports are compiled: less
+    CPU per request goes to the loop), else asyncio's own (uvloop has no Windows
+    build)."""
     try:
         import uvloop
     except ImportError:

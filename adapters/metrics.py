@@ -6,7 +6,8 @@ tests/e2e/test_observability.py checks both against a live scrape."""
 
 import importlib.metadata
 import platform
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,8 @@ from prometheus_client.registry import Collector
 from adapters.bus import BusCounters
 from adapters.http_server import CLOSE_REASONS, DISCONNECT_PHASES, HttpCounters
 from schemas import Outcome, Provider
+
+M = TypeVar("M", Counter, Histogram)  # a labelled metric whose children are kept
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.5, 5.0)
 # The `result` of a provider request (http_app.Ingress.handle); the outcome of an event
@@ -146,12 +149,12 @@ class IngressMetrics:
         # Every label at 0 from the start: an alert's increase() sees the first one. The
         # children are kept (a bounded set: providers x results, providers x outcomes) so
         # that a request counts itself without `labels()`'s lookup and lock each time.
-        self._requests_by: dict[tuple[str, str], Counter] = {}
-        self._outcomes_by: dict[tuple[str, str], Counter] = {}
-        self._latency_by: dict[str, Histogram] = {}
+        self._requests_by: dict[tuple[str, ...], Counter] = {}
+        self._outcomes_by: dict[tuple[str, ...], Counter] = {}
+        self._latency_by: dict[tuple[str, ...], Histogram] = {}
         for provider in Provider:
             self.request_errors.labels(provider.value)
-            self._latency_by[provider.value] = self.latency.labels(provider.value)
+            self._latency_by[(provider.value,)] = self.latency.labels(provider.value)
             for result in RESULTS:
                 key = (provider.value, result)
                 self._requests_by[key] = self.requests.labels(*key)
@@ -165,19 +168,17 @@ class IngressMetrics:
         self, provider: str, result: str, latency_s: float, outcomes: Iterable[str]
     ) -> None:
         """Count one provider request: its result, its latency, its events' outcomes."""
-        requests = self._requests_by.get((provider, result))
-        if requests is None:  # not a declared label value: counted all the same
-            requests = self.requests.labels(provider, result)
-        requests.inc()
-        latency = self._latency_by.get(provider)
-        if latency is None:
-            latency = self.latency.labels(provider)
-        latency.observe(latency_s)
+        _child(self._requests_by, self.requests, provider, result).inc()
+        _child(self._latency_by, self.latency, provider).observe(latency_s)
         for name in outcomes:
-            counted = self._outcomes_by.get((provider, name))
-            if counted is None:
-                counted = self.outcomes.labels(provider, name)
-            counted.inc()
+            _child(self._outcomes_by, self.outcomes, provider, name).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _child(children: Mapping[tuple[str, ...], M], metric: M, *labels: str) -> M:
+    """The metric's child for `labels`: the one made at start, else (a label value not
+    declared up front) prometheus' own lookup, counted all the same."""
+    child = children.get(labels)
+    return child if child is not None else metric.labels(*labels)

@@ -610,11 +610,10 @@ async def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     return 0
 
 
-# The long-lived processes: their error line is JSON, like the rest of their output.
+# The long-lived processes: their error line is JSON, like the rest of their output, and
+# they run on `adapters.http_server.event_loop_factory`'s loop (uvloop where installed);
+# the other commands on asyncio's own.
 SERVING_COMMANDS = ("ingress", "worker")
-# The commands run on `adapters.http_server.event_loop_factory`'s loop (uvloop where
-# installed); the others on asyncio's own.
-UVLOOP_COMMANDS = ("ingress", "worker")
 
 
 class _BootstrapFailures(logging.Filter):
@@ -692,7 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _quiet_kafka_client() if quiet else contextlib.nullcontext(),
             _one_line_on_failure() if serving else contextlib.nullcontext(),
         ):
-            factory = event_loop_factory() if args.command in UVLOOP_COMMANDS else None
+            factory = event_loop_factory() if serving else None
             with asyncio.Runner(loop_factory=factory) as runner:
                 return runner.run(_run(args, env))
     except LedgerRefusal as exc:
